@@ -1,0 +1,244 @@
+//! Sans-IO dataplane core of ulvs.
+//!
+//! The engine takes IP packets as byte buffers, decides what to do with them (schedule a new
+//! connection, rewrite for the chosen real server, rewrite a reply back, drop with a reason) and
+//! rewrites them in place. It does no I/O, reads no clock (time is a parameter), spawns nothing
+//! and knows nothing of tokio, tonic or file descriptors, so every forwarding test is a plain
+//! byte-buffer test that runs without root.
+//!
+//! # Invariants
+//! - The per-packet path ([`Engine::process`]) does not allocate, takes no lock on the
+//!   configuration (it reads an `arc-swap` snapshot) and logs nothing.
+//! - Counters are atomics; reading them ([`Engine::stats`]) happens off the packet path.
+//! - Configuration changes ([`Engine::apply_config`]) build a new snapshot off the packet path and
+//!   swap it in whole; counters of services and real servers that survive a change are kept.
+
+pub mod config;
+
+pub use config::{
+    Config, ConfigError, DestConfig, ForwardMethod, Persistence, Protocol, SchedFlags,
+    SchedulerKind, ServiceConfig, ServiceKey,
+};
+
+use std::net::SocketAddr;
+
+/// A point in time, in milliseconds since an origin the caller chooses (monotonic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub u64);
+
+/// Options fixed when an engine is created.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Maximum number of connection entries; new connections beyond it are a counted drop.
+    pub max_connections: usize,
+    /// Number of conntrack shards (a power of two).
+    pub shards: usize,
+    /// Seed of the conntrack hasher (random per process in production, fixed in tests).
+    pub hash_seed: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_connections: 1 << 20,
+            shards: 64,
+            hash_seed: 0,
+        }
+    }
+}
+
+/// An IP packet (as read from a TUN device, no link-layer header) inside a buffer that has
+/// headroom in front of it for encapsulation.
+#[derive(Debug)]
+pub struct PacketBuf<'a> {
+    buf: &'a mut [u8],
+    start: usize,
+    end: usize,
+}
+
+impl<'a> PacketBuf<'a> {
+    /// The packet is `buf[start..start + len]`; `buf[..start]` is headroom.
+    ///
+    /// # Panics
+    /// If `start + len > buf.len()`.
+    pub fn new(buf: &'a mut [u8], start: usize, len: usize) -> Self {
+        assert!(start + len <= buf.len(), "packet outside its buffer");
+        PacketBuf {
+            buf,
+            start,
+            end: start + len,
+        }
+    }
+
+    /// The packet bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The packet bytes, mutable.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+
+    /// Bytes of headroom in front of the packet.
+    pub fn headroom(&self) -> usize {
+        self.start
+    }
+
+    /// Length of the packet.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether the packet is empty.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// What the caller must do with a processed packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The packet was rewritten in place: send [`PacketBuf::data`] on.
+    Forward,
+    /// The packet belongs to no service or connection: send it on unchanged.
+    Pass,
+    /// Drop the packet; the reason's counter has been incremented.
+    Drop(DropReason),
+}
+
+/// Why a packet was dropped. Every reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Too short or inconsistent headers (bad version, IHL, total length, L4 header).
+    Malformed,
+    /// A new connection to a service that has no real server with a non-zero weight.
+    NoDestination,
+    /// A new connection while the connection table is full.
+    TableFull,
+    /// A packet for a service that is not a connection start (TCP without SYN) and matches no
+    /// connection.
+    NoConnection,
+    /// A non-first IP fragment (fragments are not reassembled).
+    Fragment,
+    /// An IP protocol the engine does not handle, addressed to a virtual service address.
+    UnsupportedProtocol,
+}
+
+impl DropReason {
+    /// Every reason, for iterating counters.
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Malformed,
+        DropReason::NoDestination,
+        DropReason::TableFull,
+        DropReason::NoConnection,
+        DropReason::Fragment,
+        DropReason::UnsupportedProtocol,
+    ];
+
+    /// A stable snake_case name (used as a metric label).
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NoDestination => "no_destination",
+            DropReason::TableFull => "table_full",
+            DropReason::NoConnection => "no_connection",
+            DropReason::Fragment => "fragment",
+            DropReason::UnsupportedProtocol => "unsupported_protocol",
+        }
+    }
+}
+
+/// Traffic counters of a service or real server, as read at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Connections scheduled.
+    pub conns: u64,
+    /// Packets from clients.
+    pub in_pkts: u64,
+    /// Packets to clients.
+    pub out_pkts: u64,
+    /// Bytes from clients (IP packet lengths).
+    pub in_bytes: u64,
+    /// Bytes to clients.
+    pub out_bytes: u64,
+}
+
+/// Counters of one real server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestStats {
+    /// Real server address.
+    pub addr: SocketAddr,
+    /// Traffic counters.
+    pub counters: Counters,
+    /// Connections in ESTABLISHED (TCP) state.
+    pub active_conns: u32,
+    /// Other connections (TCP not established, UDP).
+    pub inactive_conns: u32,
+    /// Persistence templates pointing at this server.
+    pub persistent_conns: u32,
+}
+
+/// Counters of one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Service key.
+    pub key: ServiceKey,
+    /// Traffic counters.
+    pub counters: Counters,
+    /// Per real server, in configuration order.
+    pub dests: Vec<DestStats>,
+}
+
+/// Everything the engine counts, read at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Per service, in configuration order.
+    pub services: Vec<ServiceStats>,
+    /// Drops by reason, in [`DropReason::ALL`] order.
+    pub drops: Vec<(DropReason, u64)>,
+    /// Live connection entries.
+    pub connections: usize,
+    /// The connection table's limit.
+    pub max_connections: usize,
+}
+
+/// The engine: configuration snapshot, connection table, schedulers and counters.
+///
+/// `Engine` is `Send + Sync`; worker threads share one through an `Arc` and call
+/// [`Engine::process`] concurrently.
+#[derive(Debug)]
+pub struct Engine {
+    _opts: EngineOptions,
+}
+
+impl Engine {
+    /// A new engine with no services.
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { _opts: opts }
+    }
+
+    /// Validates `cfg` and swaps it in as the new configuration. On error nothing changes.
+    pub fn apply_config(&self, cfg: &Config) -> Result<(), ConfigError> {
+        let _ = cfg;
+        todo!("ulvs-engine: apply_config")
+    }
+
+    /// Processes one packet read from the TUN device at time `now`.
+    pub fn process(&self, now: Timestamp, pkt: &mut PacketBuf<'_>) -> Verdict {
+        let _ = (now, pkt);
+        todo!("ulvs-engine: process")
+    }
+
+    /// Reaps a bounded slice of the connection table: entries idle past their timeout at `now`
+    /// are removed. Returns how many were removed. Call it on a timer (for example every 100 ms).
+    pub fn expire(&self, now: Timestamp) -> usize {
+        let _ = now;
+        todo!("ulvs-engine: expire")
+    }
+
+    /// Reads every counter.
+    pub fn stats(&self) -> StatsSnapshot {
+        todo!("ulvs-engine: stats")
+    }
+}

@@ -1,0 +1,1 @@
+//! Generated prost/tonic code for the ulvs.v1 control API

@@ -1,0 +1,3 @@
+//! ipvsadm-compatible command-line client for ulvsd
+
+fn main() {}

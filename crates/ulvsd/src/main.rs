@@ -1,0 +1,3 @@
+//! The ulvs daemon: dataplane, gRPC control server, signals and shutdown
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Network-namespace rigs and end-to-end tests for ulvs (needs root)
