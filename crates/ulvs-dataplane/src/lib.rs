@@ -1,1 +1,29 @@
-//! TUN devices, worker threads and kernel route/rule setup that drive the ulvs engine
+//! TUN devices, worker threads and kernel route/rule setup that drive the ulvs engine.
+//!
+//! This crate holds the privileged code of the daemon (ioctls, netlink, `/proc/sys`):
+//! - [`tun`]: creates the TUN device (`IFF_TUN | IFF_NO_PI`, optionally multi-queue), sets MTU
+//!   and `txqueuelen`, brings it up; one non-blocking descriptor per queue.
+//! - [`worker`]: one blocking thread per queue that runs packets through
+//!   [`ulvs_engine::Engine::process`] and writes Forward/Pass verdicts back, an expiry thread
+//!   that calls [`ulvs_engine::Engine::expire`] every 100 ms, and the millisecond clock.
+//! - [`router`]: host routes for the virtual addresses and reply-steering policy rules, kept in
+//!   step with the configuration over netlink, removed on exit.
+//! - [`prereq`]: checks of forwarding, `rp_filter`, CAP_NET_ADMIN and `/dev/net/tun`, and the
+//!   optional fix-up of the sysctls.
+//!
+//! # Invariants
+//! - The packet path allocates nothing (one buffer per worker, reused) and logs nothing above
+//!   debug.
+//! - The router only deletes routes and rules that carry its own protocol id.
+//! - Pure parts (desired routes and rules, diffs, `/proc` parsing) are unit-tested without root;
+//!   everything that needs a namespace is tested in `integration/`.
+
+pub mod prereq;
+pub mod router;
+pub mod tun;
+pub mod worker;
+
+pub use prereq::{Host, PrereqError};
+pub use router::{Entry, Plan, Router, RouterError, RouterOptions};
+pub use tun::{TunConfig, TunDevice, TunError, TunQueue};
+pub use worker::{Clock, QueueStats, WorkerError, Workers};
