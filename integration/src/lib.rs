@@ -1,1 +1,142 @@
-//! Network-namespace rigs and end-to-end tests for ulvs (needs root)
+//! Network-namespace rigs and end-to-end tests for ulvs (needs root).
+//!
+//! Everything here builds throwaway hosts out of network namespaces and never touches the root
+//! namespace's addresses, routes or sysctls. The pieces:
+//!
+//! - [`netns`]: [`Netns`], a namespace named `ulvs-<creator pid>-<n>-<role>` that is removed on
+//!   drop (also while a failing test unwinds), veth pairs between namespaces, bridges inside one,
+//!   and [`Netns::run`] to run a closure on a thread that has entered the namespace.
+//! - [`process`]: [`Spawned`], a child process (usually started with `ip netns exec`) tracked by
+//!   PID, its output captured to files, terminated and reaped on drop.
+//! - [`cleanup`]: removes leftovers of crashed runs: only `ulvs-*` namespaces whose creator PID
+//!   is gone.
+//! - [`client`]: bounded TCP/UDP probes that report which real server answered and from which
+//!   address the reply came.
+//! - [`topology`]: [`NatRig`], the reference topology of the kernel's IPVS selftest (client,
+//!   director running the real `ulvsd`, real servers behind a bridge), driven by the real
+//!   `ulvsadm`.
+//!
+//! # Safety rules
+//!
+//! - Addresses come from 198.18.0.0/15 only; [`Netns::add_addr`] refuses anything else.
+//! - Every traffic loop is bounded in count and in time.
+//! - Processes are killed by the PID we started, never by name.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub mod cleanup;
+pub mod client;
+pub mod netns;
+pub mod process;
+pub mod topology;
+
+pub use netns::Netns;
+pub use process::Spawned;
+pub use topology::{NatRig, RealServer};
+
+/// Environment variable naming the directory that holds the built `ulvsd`, `ulvsadm` and
+/// `ulvs-testserver` binaries. `cargo xtask integration` sets it.
+pub const BIN_DIR_ENV: &str = "ULVS_BIN_DIR";
+
+/// Fails with a clear message unless the process runs as root (namespaces, TUN and veth need it).
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        bail!(
+            "the ulvs integration rig needs root (network namespaces, veth, TUN); running as uid {euid}"
+        );
+    }
+    Ok(())
+}
+
+/// The binaries a rig runs, all of them real builds from this workspace.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    /// The daemon.
+    pub ulvsd: PathBuf,
+    /// The ipvsadm-compatible CLI.
+    pub ulvsadm: PathBuf,
+    /// The test server run inside each real-server namespace.
+    pub testserver: PathBuf,
+}
+
+impl Bins {
+    /// Finds the binaries in the directory named by [`BIN_DIR_ENV`].
+    pub fn from_env() -> Result<Self> {
+        let dir = std::env::var_os(BIN_DIR_ENV).with_context(|| {
+            format!(
+                "{BIN_DIR_ENV} is not set: run the integration tests with `cargo xtask integration`, \
+                 which builds ulvsd, ulvsadm and ulvs-testserver and points {BIN_DIR_ENV} at them"
+            )
+        })?;
+        Self::from_dir(Path::new(&dir))
+    }
+
+    /// Finds the binaries in `dir`, failing clearly when one is missing.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let find = |name: &str| -> Result<PathBuf> {
+            let path = dir.join(name);
+            let meta = std::fs::metadata(&path).with_context(|| {
+                format!(
+                    "{name} not found at {} (build it with `cargo build -p ulvsd -p ulvsadm -p integration --bins`)",
+                    path.display()
+                )
+            })?;
+            if !meta.is_file() {
+                bail!("{} is not a file", path.display());
+            }
+            Ok(path)
+        };
+        Ok(Self {
+            ulvsd: find("ulvsd")?,
+            ulvsadm: find("ulvsadm")?,
+            testserver: find("ulvs-testserver")?,
+        })
+    }
+}
+
+/// Polls `cond` until it returns `Ok(true)`, failing after `timeout` with a message naming `what`.
+///
+/// An `Err` from `cond` ends the wait at once (the condition can never become true, for example
+/// because the process being waited on exited).
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if cond().with_context(|| format!("while waiting for {what}"))? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Runs a command to completion and returns its stdout; a non-zero exit becomes an error that
+/// carries the command line and its stderr.
+pub fn run_cmd(cmd: &mut std::process::Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("failed to start {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{shown} printed non-UTF-8"))
+}

@@ -1,0 +1,288 @@
+//! The reference NAT topology: client -- director (real `ulvsd`, TUN) -- bridge -- real servers.
+//!
+//! ```text
+//!  client ns                 director ns                          real-server ns (one each)
+//!  eth0 198.18.0.2/24 ---- cl0 198.18.0.1/24
+//!  default via .0.1          br0 198.18.1.1/24 ---+-- rs1 ------- eth0 198.18.1.11/24
+//!                            ulvs0 (TUN, ulvsd)   +-- rs2 ------- eth0 198.18.1.12/24
+//!                            VIP 198.18.100.1     +-- ...         default via 198.18.1.1
+//! ```
+//!
+//! This mirrors the kernel's IPVS selftest. The rig sets up only addresses and plain routes; the
+//! VIP route into the TUN, the policy rule that steers real-server replies into it, and the
+//! forwarding sysctls are `ulvsd`'s job (`--configure-sysctls`), so the tests check them for real.
+//! Each rig has its own namespaces, TUN and control socket, so rigs can run side by side.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::client::{self, Reply};
+use crate::netns::{Netns, veth};
+use crate::process::Spawned;
+use crate::{Bins, run_cmd, wait_until};
+
+/// The client's address.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The director's address on the client side (the client's gateway).
+pub const DIRECTOR_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The director's address on the real-server bridge (the real servers' gateway).
+pub const DIRECTOR_RS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The virtual IP the services use.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+/// The TCP port of the virtual service.
+pub const VIP_TCP_PORT: u16 = 80;
+/// The UDP port of the virtual service.
+pub const VIP_UDP_PORT: u16 = 53;
+/// The TCP port the real servers listen on (NAT maps the VIP port to it).
+pub const RS_TCP_PORT: u16 = 8080;
+/// The UDP port the real servers listen on.
+pub const RS_UDP_PORT: u16 = 5353;
+/// The TUN device `ulvsd` creates in the director namespace.
+pub const TUN_NAME: &str = "ulvs0";
+/// Most real servers a rig builds.
+pub const MAX_SERVERS: usize = 8;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `VIP:80`, the TCP virtual service.
+pub fn vip_tcp() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(VIP, VIP_TCP_PORT))
+}
+
+/// `VIP:53`, the UDP virtual service.
+pub fn vip_udp() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(VIP, VIP_UDP_PORT))
+}
+
+/// One real-server host.
+#[derive(Debug)]
+pub struct RealServer {
+    /// The name the test server answers with (`rs1`, `rs2`, ...).
+    pub name: String,
+    /// Its address on the bridge.
+    pub addr: Ipv4Addr,
+    /// Its namespace.
+    pub ns: Netns,
+}
+
+impl RealServer {
+    /// `addr:8080`, as given to `ulvsadm -a ... -r`.
+    pub fn tcp(&self) -> String {
+        format!("{}:{RS_TCP_PORT}", self.addr)
+    }
+
+    /// `addr:5353`, as given to `ulvsadm -a ... -r`.
+    pub fn udp(&self) -> String {
+        format!("{}:{RS_UDP_PORT}", self.addr)
+    }
+}
+
+/// The reference NAT rig. Dropping it stops `ulvsd` (SIGTERM), the test servers, and removes all
+/// namespaces, in that order; when dropped during a panic it prints the processes' logs first.
+#[derive(Debug)]
+pub struct NatRig {
+    // Field order is drop order: processes before the namespaces they run in.
+    ulvsd: Option<Spawned>,
+    server_procs: Vec<Spawned>,
+    /// The client namespace.
+    pub client: Netns,
+    /// The director namespace, where `ulvsd` runs.
+    pub director: Netns,
+    /// The real servers.
+    pub servers: Vec<RealServer>,
+    bins: Bins,
+    dir: tempfile::TempDir,
+}
+
+impl NatRig {
+    /// Builds the namespaces for `n_servers` real servers and starts a test server in each
+    /// (waiting until each is listening). `ulvsd` is not started yet: see [`NatRig::start_ulvsd`].
+    pub fn new(bins: Bins, n_servers: usize) -> Result<Self> {
+        ensure!(
+            (1..=MAX_SERVERS).contains(&n_servers),
+            "a rig has 1 to {MAX_SERVERS} real servers, not {n_servers}"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("ulvs-rig-")
+            .tempdir()
+            .context("create rig temp dir")?;
+
+        let client = Netns::new("client")?;
+        let director = Netns::new("director")?;
+        veth(&client, "eth0", &director, "cl0")?;
+        client.add_addr("eth0", CLIENT_ADDR, 24)?;
+        client.default_route(DIRECTOR_CLIENT_ADDR)?;
+        director.add_addr("cl0", DIRECTOR_CLIENT_ADDR, 24)?;
+        director.add_bridge("br0")?;
+        director.add_addr("br0", DIRECTOR_RS_ADDR, 24)?;
+
+        let mut servers = Vec::with_capacity(n_servers);
+        for i in 1..=n_servers {
+            let name = format!("rs{i}");
+            let ns = Netns::new(&name)?;
+            let addr = Ipv4Addr::new(198, 18, 1, 10 + u8::try_from(i)?);
+            veth(&ns, "eth0", &director, &name)?;
+            director.enslave(&name, "br0")?;
+            ns.add_addr("eth0", addr, 24)?;
+            ns.default_route(DIRECTOR_RS_ADDR)?;
+            servers.push(RealServer { name, addr, ns });
+        }
+
+        let mut rig = Self {
+            ulvsd: None,
+            server_procs: Vec::new(),
+            client,
+            director,
+            servers,
+            bins,
+            dir,
+        };
+        for i in 0..rig.servers.len() {
+            let rs = &rig.servers[i];
+            let mut cmd = rs.ns.command(&rig.bins.testserver);
+            cmd.arg("--name")
+                .arg(&rs.name)
+                .arg("--tcp")
+                .arg(rs.tcp())
+                .arg("--udp")
+                .arg(rs.udp());
+            let label = format!("{}-testserver", rs.name);
+            let mut proc = Spawned::start(&label, cmd, rig.dir.path())?;
+            proc.wait_for_output("ready", READY_TIMEOUT)?;
+            rig.server_procs.push(proc);
+        }
+        Ok(rig)
+    }
+
+    /// Builds a rig with `n_servers` real servers and a running `ulvsd`.
+    pub fn with_ulvsd(bins: Bins, n_servers: usize) -> Result<Self> {
+        let mut rig = Self::new(bins, n_servers)?;
+        rig.start_ulvsd()?;
+        Ok(rig)
+    }
+
+    /// The control socket of this rig's `ulvsd`.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("ulvsd.sock")
+    }
+
+    /// Starts `ulvsd --tun ulvs0 --socket <sock> --configure-sysctls` in the director namespace and
+    /// waits until its socket accepts and `ulvsadm -L -n` succeeds.
+    pub fn start_ulvsd(&mut self) -> Result<()> {
+        ensure!(self.ulvsd.is_none(), "ulvsd already started");
+        let sock = self.socket();
+        let mut cmd = self.director.command(&self.bins.ulvsd);
+        cmd.arg("--tun")
+            .arg(TUN_NAME)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--configure-sysctls");
+        let mut proc = Spawned::start("ulvsd", cmd, self.dir.path())?;
+        let accepted = wait_until("ulvsd's control socket to accept", READY_TIMEOUT, || {
+            proc.check_running()?;
+            Ok(UnixStream::connect(&sock).is_ok())
+        });
+        if let Err(e) = accepted {
+            return Err(e.context(proc.logs()));
+        }
+        self.ulvsd = Some(proc);
+        let mut last_err = None;
+        let listed = wait_until("`ulvsadm -L -n` to succeed", READY_TIMEOUT, || {
+            if let Some(p) = self.ulvsd.as_mut() {
+                p.check_running()?;
+            }
+            match self.ulvsadm(&["-L", "-n"]) {
+                Ok(_) => Ok(true),
+                Err(e) => {
+                    last_err = Some(e);
+                    Ok(false)
+                }
+            }
+        });
+        listed.with_context(|| format!("last ulvsadm error: {last_err:?}"))
+    }
+
+    /// Sends SIGTERM to `ulvsd` and waits for it to exit; returns its exit status.
+    pub fn stop_ulvsd(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let mut proc = self.ulvsd.take().context("ulvsd is not running")?;
+        let status = proc.terminate(timeout)?;
+        Ok(status)
+    }
+
+    /// The running `ulvsd`, if any.
+    pub fn ulvsd(&mut self) -> Option<&mut Spawned> {
+        self.ulvsd.as_mut()
+    }
+
+    /// Runs the real `ulvsadm` against this rig's daemon (socket passed in `ULVS_SOCKET`) and
+    /// returns its stdout; a non-zero exit is an error carrying its stderr.
+    pub fn ulvsadm(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(&self.bins.ulvsadm);
+        cmd.env("ULVS_SOCKET", self.socket()).args(args);
+        run_cmd(&mut cmd)
+    }
+
+    /// Opens `count` TCP connections to `target` from the client namespace, one after another.
+    pub fn tcp_probes(
+        &self,
+        target: SocketAddr,
+        count: usize,
+        overall: Duration,
+    ) -> Result<Vec<Reply>> {
+        self.client
+            .run(|| client::many(count, overall, || client::tcp_once(target, PROBE_TIMEOUT)))?
+    }
+
+    /// Sends `count` UDP datagrams to `target` from the client namespace, each from a new source
+    /// port, each answered before the next is sent (up to 3 tries each).
+    pub fn udp_probes(
+        &self,
+        target: SocketAddr,
+        count: usize,
+        overall: Duration,
+    ) -> Result<Vec<Reply>> {
+        self.client.run(|| {
+            client::many(count, overall, || {
+                client::udp_once(target, Duration::from_secs(1), 3)
+            })
+        })?
+    }
+
+    /// A report of the director's state for failure messages: `ulvsadm -L -n`, policy rules,
+    /// routes, and every process's output.
+    pub fn diagnostics(&self) -> String {
+        let mut s = String::new();
+        let mut add = |title: &str, r: Result<String>| {
+            s.push_str(&format!("--- {title} ---\n"));
+            match r {
+                Ok(out) => s.push_str(&out),
+                Err(e) => s.push_str(&format!("error: {e:#}\n")),
+            }
+        };
+        add("ulvsadm -L -n", self.ulvsadm(&["-L", "-n"]));
+        add("director: ip rule", self.director.ip(&["rule", "show"]));
+        add(
+            "director: ip route show table all",
+            self.director.ip(&["route", "show", "table", "all"]),
+        );
+        add("director: ip -s link", self.director.ip(&["-s", "link"]));
+        for p in self.ulvsd.iter().chain(&self.server_procs) {
+            s.push_str(&p.logs());
+        }
+        s
+    }
+}
+
+impl Drop for NatRig {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("=== rig diagnostics ===\n{}", self.diagnostics());
+        }
+    }
+}
