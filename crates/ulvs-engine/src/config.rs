@@ -59,7 +59,7 @@ pub enum ForwardMethod {
 }
 
 /// The IPVS schedulers, by their ipvsadm names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SchedulerKind {
     /// Round robin.
     Rr,
@@ -68,6 +68,7 @@ pub enum SchedulerKind {
     /// Least connections.
     Lc,
     /// Weighted least connections (the ipvsadm default).
+    #[default]
     Wlc,
     /// Locality-based least connections.
     Lblc,
@@ -128,12 +129,6 @@ impl SchedulerKind {
             SchedulerKind::Mh => "mh",
             SchedulerKind::Twos => "twos",
         }
-    }
-}
-
-impl Default for SchedulerKind {
-    fn default() -> Self {
-        SchedulerKind::Wlc
     }
 }
 
@@ -317,6 +312,10 @@ pub enum ConfigError {
     /// The forwarding method is not implemented yet.
     #[error("forwarding method {0:?} is not supported by this engine")]
     UnsupportedForward(ForwardMethod),
+    /// A service uses a feature the engine does not implement yet (persistence, one-packet
+    /// scheduling, IPv6).
+    #[error("service {0}: {1} is not supported by this engine")]
+    UnsupportedFeature(ServiceKey, &'static str),
     /// Two services have the same key.
     #[error("service {0} already exists")]
     DuplicateService(ServiceKey),

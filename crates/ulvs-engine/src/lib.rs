@@ -13,14 +13,36 @@
 //! - Configuration changes ([`Engine::apply_config`]) build a new snapshot off the packet path and
 //!   swap it in whole; counters of services and real servers that survive a change are kept.
 
+//!
+//! # Layout
+//! - [`config`]: the configuration value and its validation.
+//! - `snapshot`: the immutable snapshot built from a configuration, read by the packet path.
+//! - [`wire`], [`checksum`]: in-place packet views and RFC 1624 checksum updates.
+//! - `nat`: the packet path (classification, conntrack lookup, NAT rewrites).
+//! - `conntrack`: the sharded connection table, states, timeouts and the reaper.
+//! - `sched`: the schedulers (rr, wrr, lc, wlc), one module each.
+//! - `stats`: atomic counters.
+
+pub mod checksum;
 pub mod config;
+mod conntrack;
+mod nat;
+mod sched;
+mod snapshot;
+mod stats;
+pub mod wire;
 
 pub use config::{
     Config, ConfigError, DestConfig, ForwardMethod, Persistence, Protocol, SchedFlags,
     SchedulerKind, ServiceConfig, ServiceKey,
 };
+pub use conntrack::Timeouts;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 /// A point in time, in milliseconds since an origin the caller chooses (monotonic).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -123,18 +145,31 @@ pub enum DropReason {
     Fragment,
     /// An IP protocol the engine does not handle, addressed to a virtual service address.
     UnsupportedProtocol,
+    /// A TCP or UDP packet to a virtual address on a port (or protocol) that has no service.
+    /// Passing it on would route it back into the TUN device.
+    NoService,
+    /// A new connection whose reply tuple (real server -> client) another connection already
+    /// uses, so replies could not be told apart.
+    TupleConflict,
 }
 
 impl DropReason {
     /// Every reason, for iterating counters.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::NoDestination,
         DropReason::TableFull,
         DropReason::NoConnection,
         DropReason::Fragment,
         DropReason::UnsupportedProtocol,
+        DropReason::NoService,
+        DropReason::TupleConflict,
     ];
+
+    /// The reason's position in [`DropReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// A stable snake_case name (used as a metric label).
     pub fn name(self) -> &'static str {
@@ -145,6 +180,8 @@ impl DropReason {
             DropReason::NoConnection => "no_connection",
             DropReason::Fragment => "fragment",
             DropReason::UnsupportedProtocol => "unsupported_protocol",
+            DropReason::NoService => "no_service",
+            DropReason::TupleConflict => "tuple_conflict",
         }
     }
 }
@@ -209,36 +246,103 @@ pub struct StatsSnapshot {
 /// [`Engine::process`] concurrently.
 #[derive(Debug)]
 pub struct Engine {
-    _opts: EngineOptions,
+    config: ArcSwap<snapshot::Snapshot>,
+    /// Serialises configuration changes (never taken by the packet path).
+    apply_lock: Mutex<()>,
+    conns: conntrack::ConnTable,
+    drops: stats::DropCounters,
 }
 
 impl Engine {
-    /// A new engine with no services.
+    /// A new engine with no services. `opts.shards` is rounded up to a power of two (at least 2).
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { _opts: opts }
+        Engine {
+            config: ArcSwap::from_pointee(snapshot::Snapshot::default()),
+            apply_lock: Mutex::new(()),
+            conns: conntrack::ConnTable::new(opts.max_connections, opts.shards, opts.hash_seed),
+            drops: stats::DropCounters::default(),
+        }
     }
 
     /// Validates `cfg` and swaps it in as the new configuration. On error nothing changes.
+    ///
+    /// Besides [`Config::validate`], refuses what the engine does not implement yet: schedulers
+    /// other than rr, wrr, lc and wlc ([`ConfigError::UnsupportedScheduler`]), forwarding other
+    /// than NAT ([`ConfigError::UnsupportedForward`]), and persistence, one-packet scheduling
+    /// and IPv6 services ([`ConfigError::UnsupportedFeature`]).
+    ///
+    /// Connections already established keep flowing to their real server even when it left the
+    /// configuration or got weight 0; they end by idle timeout.
     pub fn apply_config(&self, cfg: &Config) -> Result<(), ConfigError> {
-        let _ = cfg;
-        todo!("ulvs-engine: apply_config")
+        let _serial = sched::lock(&self.apply_lock);
+        let old = self.config.load();
+        let snap = snapshot::Snapshot::build(cfg, &old)?;
+        snap.apply_thresholds(cfg);
+        self.config.store(Arc::new(snap));
+        Ok(())
     }
 
     /// Processes one packet read from the TUN device at time `now`.
+    ///
+    /// Never panics, whatever the bytes. On [`Verdict::Forward`] the packet was rewritten in
+    /// place (and trimmed to its IP total length).
     pub fn process(&self, now: Timestamp, pkt: &mut PacketBuf<'_>) -> Verdict {
-        let _ = (now, pkt);
-        todo!("ulvs-engine: process")
+        nat::process(self, now, pkt)
     }
 
     /// Reaps a bounded slice of the connection table: entries idle past their timeout at `now`
     /// are removed. Returns how many were removed. Call it on a timer (for example every 100 ms).
+    ///
+    /// Each call scans 1/16 of the shards (at least one), moving a rotating cursor;
+    /// [`Engine::expire_calls_per_pass`] calls cover the whole table. Packets never match an
+    /// entry past its timeout, whether or not it has been reaped yet.
     pub fn expire(&self, now: Timestamp) -> usize {
-        let _ = now;
-        todo!("ulvs-engine: expire")
+        self.conns.expire(now)
+    }
+
+    /// How many [`Engine::expire`] calls make one full pass over the connection table.
+    pub fn expire_calls_per_pass(&self) -> usize {
+        self.conns.expire_calls_per_pass()
+    }
+
+    /// The connection idle timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.conns.timeouts()
+    }
+
+    /// Changes the connection idle timeouts (ipvsadm `--set`); existing connections are judged
+    /// by the new values from now on.
+    pub fn set_timeouts(&self, t: Timeouts) {
+        self.conns.set_timeouts(t);
     }
 
     /// Reads every counter.
     pub fn stats(&self) -> StatsSnapshot {
-        todo!("ulvs-engine: stats")
+        let snap = self.config.load();
+        let services = snap
+            .services
+            .iter()
+            .map(|s| ServiceStats {
+                key: s.key,
+                counters: s.traffic.read(),
+                dests: s
+                    .dests
+                    .iter()
+                    .map(|d| DestStats {
+                        addr: d.addr,
+                        counters: d.state.traffic.read(),
+                        active_conns: d.state.active(),
+                        inactive_conns: d.state.inactive(),
+                        persistent_conns: d.state.persistent.load(Relaxed),
+                    })
+                    .collect(),
+            })
+            .collect();
+        StatsSnapshot {
+            services,
+            drops: self.drops.read(),
+            connections: self.conns.len(),
+            max_connections: self.conns.max(),
+        }
     }
 }

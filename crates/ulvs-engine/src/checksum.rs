@@ -1,0 +1,80 @@
+//! Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+//!
+//! NAT rewrites never recompute a whole checksum: they patch it with
+//! `HC' = ~(~HC + ~m + m')` for each 16-bit word `m` that changes to `m'` (RFC 1624, eqn. 3).
+//! The from-scratch functions are for building packets and for tests.
+
+/// Adds the big-endian 16-bit words of `data` (an odd last byte is padded with zero) to `acc`,
+/// without folding. `u64` does not overflow for any buffer that fits in memory.
+pub fn sum_words(mut acc: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        acc += u64::from(u16::from_be_bytes([*last, 0]));
+    }
+    acc
+}
+
+/// Folds a wide sum to 16 bits with end-around carry.
+pub fn fold(mut sum: u64) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The Internet checksum of `data`, from scratch: `!fold(sum)`.
+pub fn compute(data: &[u8]) -> u16 {
+    !fold(sum_words(0, data))
+}
+
+/// The IPv4 pseudo-header sum (source, destination, protocol, L4 length), unfolded.
+pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u32) -> u64 {
+    let acc = sum_words(0, &src);
+    let acc = sum_words(acc, &dst);
+    acc + u64::from(protocol) + u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff)
+}
+
+/// Patches checksum `csum` for one 16-bit word changing from `old` to `new` (RFC 1624, eqn. 3).
+pub fn update_u16(csum: u16, old: u16, new: u16) -> u16 {
+    !fold(u64::from(!csum) + u64::from(!old) + u64::from(new))
+}
+
+/// Patches checksum `csum` for a 4-byte field (an IPv4 address) changing from `old` to `new`.
+pub fn update_addr4(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
+    let w = |a: [u8; 4], i: usize| u16::from_be_bytes([a[i], a[i + 1]]);
+    let sum = u64::from(!csum)
+        + u64::from(!w(old, 0))
+        + u64::from(!w(old, 2))
+        + u64::from(w(new, 0))
+        + u64::from(w(new, 2));
+    !fold(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incremental_matches_recompute() {
+        let mut data = [
+            0x45u8, 0, 0, 0x54, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 18, 1, 10,
+        ];
+        let c0 = compute(&data);
+        let old = [198, 18, 1, 10];
+        let new = [198, 19, 7, 200];
+        data[16..20].copy_from_slice(&new);
+        let c1 = compute(&data);
+        assert_eq!(update_addr4(c0, old, new), c1);
+        let c2 = update_u16(c1, 0x1234, 0xbeef);
+        data[4..6].copy_from_slice(&0xbeefu16.to_be_bytes());
+        assert_eq!(c2, compute(&data));
+    }
+
+    #[test]
+    fn odd_length_pads_with_zero() {
+        assert_eq!(sum_words(0, &[0x12, 0x34, 0x56]), 0x1234 + 0x5600);
+    }
+}

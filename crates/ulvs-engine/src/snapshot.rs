@@ -1,0 +1,149 @@
+//! The immutable configuration snapshot the packet path reads, and how a [`Config`] becomes one.
+//!
+//! A snapshot is built off the packet path by [`Snapshot::build`] and swapped in whole. Counter
+//! blocks are carried over from the previous snapshot for every service (same key) and real
+//! server (same address within the same service) that survives the change.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, ForwardMethod, Protocol, ServiceKey};
+use crate::sched::{self, Scheduler};
+use crate::stats::{DestState, Traffic};
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
+
+/// A real server as the packet path sees it.
+#[derive(Debug)]
+pub(crate) struct Dest {
+    /// Address and port.
+    pub(crate) addr: SocketAddr,
+    /// Weight (0 = quiescent).
+    pub(crate) weight: u32,
+    /// Counters and connection counts, shared with connection entries and later snapshots.
+    pub(crate) state: Arc<DestState>,
+}
+
+/// A virtual service as the packet path sees it.
+pub(crate) struct Service {
+    /// Protocol and virtual address.
+    pub(crate) key: ServiceKey,
+    /// Service counters, shared with connection entries and later snapshots.
+    pub(crate) traffic: Arc<Traffic>,
+    /// Real servers in configuration order.
+    pub(crate) dests: Vec<Dest>,
+    /// This snapshot's scheduler instance.
+    pub(crate) scheduler: Box<dyn Scheduler>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("key", &self.key)
+            .field("dests", &self.dests)
+            .field("scheduler", &self.scheduler)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole configuration, ready for lock-free lookups.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    /// Services in configuration order.
+    pub(crate) services: Vec<Service>,
+    /// (protocol, virtual address) -> index into `services`.
+    index: FastMap<(Protocol, SocketAddr), usize>,
+    /// Every virtual IP address.
+    vips: FastSet<IpAddr>,
+}
+
+impl Snapshot {
+    /// Validates `cfg` and builds a snapshot, carrying counters over from `old`.
+    pub(crate) fn build(cfg: &Config, old: &Snapshot) -> Result<Snapshot, ConfigError> {
+        cfg.validate()?;
+        for svc in &cfg.services {
+            if !sched::is_supported(svc.scheduler) {
+                return Err(ConfigError::UnsupportedScheduler(svc.scheduler));
+            }
+            if let Some(d) = svc.dests.iter().find(|d| d.forward != ForwardMethod::Masq) {
+                return Err(ConfigError::UnsupportedForward(d.forward));
+            }
+            if svc.persistence.is_some() {
+                return Err(ConfigError::UnsupportedFeature(svc.key, "persistence"));
+            }
+            if svc.one_packet {
+                return Err(ConfigError::UnsupportedFeature(
+                    svc.key,
+                    "one-packet scheduling",
+                ));
+            }
+            if svc.key.addr.is_ipv6() {
+                return Err(ConfigError::UnsupportedFeature(svc.key, "IPv6"));
+            }
+        }
+        let mut snap = Snapshot::default();
+        for svc in &cfg.services {
+            let prev = old
+                .index
+                .get(&(svc.key.protocol, svc.key.addr))
+                .and_then(|&i| old.services.get(i));
+            let dests: Vec<Dest> = svc
+                .dests
+                .iter()
+                .map(|d| {
+                    let state = prev
+                        .and_then(|p| p.dests.iter().find(|o| o.addr == d.addr))
+                        .map(|o| Arc::clone(&o.state))
+                        .unwrap_or_else(|| Arc::new(DestState::new()));
+                    Dest {
+                        addr: d.addr,
+                        weight: d.weight,
+                        state,
+                    }
+                })
+                .collect();
+            let scheduler = sched::build(svc.scheduler, &dests)
+                .ok_or(ConfigError::UnsupportedScheduler(svc.scheduler))?;
+            let traffic = prev.map(|p| Arc::clone(&p.traffic)).unwrap_or_default();
+            snap.index
+                .insert((svc.key.protocol, svc.key.addr), snap.services.len());
+            snap.vips.insert(svc.key.addr.ip());
+            snap.services.push(Service {
+                key: svc.key,
+                traffic,
+                dests,
+                scheduler,
+            });
+        }
+        Ok(snap)
+    }
+
+    /// Applies the thresholds of `cfg` to the real servers' shared state. Called only after the
+    /// snapshot was swapped in, so a refused configuration changes nothing.
+    pub(crate) fn apply_thresholds(&self, cfg: &Config) {
+        for (svc, c) in self.services.iter().zip(&cfg.services) {
+            for (d, dc) in svc.dests.iter().zip(&c.dests) {
+                d.state
+                    .set_thresholds(dc.upper_threshold, dc.lower_threshold);
+            }
+        }
+    }
+
+    /// Whether `ip` is a virtual address of some service.
+    pub(crate) fn is_vip(&self, ip: IpAddr) -> bool {
+        !self.vips.is_empty() && self.vips.contains(&ip)
+    }
+
+    /// The service for a packet to `addr` over `protocol`: an exact match, else a port-0
+    /// service on that address.
+    pub(crate) fn get(&self, protocol: Protocol, addr: SocketAddr) -> Option<&Service> {
+        let i = self
+            .index
+            .get(&(protocol, addr))
+            .or_else(|| self.index.get(&(protocol, SocketAddr::new(addr.ip(), 0))))?;
+        self.services.get(*i)
+    }
+}
