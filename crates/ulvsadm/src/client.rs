@@ -1,0 +1,286 @@
+//! Talking to ulvsd: finds the socket, connects, turns a [`Command`] into RPCs and their
+//! answers into text. This is the only module that builds `ulvs.v1` request messages.
+
+use std::error::Error as _;
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use tonic::transport::Channel;
+use ulvs_proto::v1 as pb;
+use ulvs_proto::v1::ulvs_client::UlvsClient;
+
+use crate::format::{self, ListStyle};
+use crate::model::{Forward, Protocol, RealServerSpec, ServiceKey, ServiceSpec};
+use crate::names::Resolver;
+use crate::parse::{Command, ListOptions, OutputFormat};
+
+/// Where ulvsd listens unless `--socket` or `ULVS_SOCKET` say otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/ulvs/ulvsd.sock";
+
+/// The environment variable that overrides [`DEFAULT_SOCKET`].
+pub const SOCKET_ENV: &str = "ULVS_SOCKET";
+
+/// The socket to use: `--socket`, else a non-empty `ULVS_SOCKET`, else [`DEFAULT_SOCKET`].
+pub fn socket_path(flag: Option<&Path>, env: Option<OsString>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match env {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(DEFAULT_SOCKET),
+    }
+}
+
+/// Why a command did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing usable listens on the socket.
+    #[error("cannot connect to ulvsd at {path}: {reason}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The underlying error chain, on one line.
+        reason: String,
+    },
+    /// The daemon refused or failed a request.
+    #[error("{method}: {message}")]
+    Rpc {
+        /// The RPC name, for example `AddService`.
+        method: &'static str,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The daemon's message.
+        message: String,
+    },
+    /// `-L -t/-u` named a service the daemon does not have.
+    #[error("No such service: {0}")]
+    NoSuchService(String),
+}
+
+/// Joins an error and its sources into one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+fn rpc_error(method: &'static str, status: tonic::Status) -> ClientError {
+    let mut message = status.message().to_string();
+    if message.is_empty() {
+        message = match status.source() {
+            Some(src) => chain(src),
+            None => format!("{:?}", status.code()),
+        };
+    }
+    ClientError::Rpc {
+        method,
+        code: status.code(),
+        message,
+    }
+}
+
+/// A connected client.
+pub type Client = UlvsClient<Channel>;
+
+/// Connects to ulvsd at `path`.
+pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+    ulvs_proto::connect_unix(path)
+        .await
+        .map_err(|e| ClientError::Connect {
+            path: path.to_path_buf(),
+            reason: chain(&e),
+        })
+}
+
+fn protocol_to_pb(p: Protocol) -> pb::Protocol {
+    match p {
+        Protocol::Tcp => pb::Protocol::Tcp,
+        Protocol::Udp => pb::Protocol::Udp,
+    }
+}
+
+/// The `ulvs.v1` form of a service key.
+pub fn key_to_pb(k: &ServiceKey) -> pb::ServiceKey {
+    pb::ServiceKey {
+        protocol: protocol_to_pb(k.protocol) as i32,
+        address: k.addr.to_string(),
+        port: k.port.into(),
+    }
+}
+
+/// The `ulvs.v1` form of a service's settings (no labels).
+pub fn spec_to_pb(s: &ServiceSpec) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        key: Some(key_to_pb(&s.key)),
+        scheduler: s.scheduler.clone(),
+        scheduler_flags: s.sched_flags.clone(),
+        persistence_timeout: s.persistence_timeout.unwrap_or(0),
+        persistence_prefix_len: s.persistence_prefix_len.map_or(0, u32::from),
+        one_packet: s.one_packet,
+        labels: Default::default(),
+    }
+}
+
+/// The `ulvs.v1` form of a real server's settings.
+pub fn real_server_to_pb(r: &RealServerSpec) -> pb::RealServerSpec {
+    pb::RealServerSpec {
+        address: r.addr.to_string(),
+        port: r.port.into(),
+        forward: match r.forward {
+            Forward::Masq => pb::ForwardMethod::Masq,
+            Forward::Route => pb::ForwardMethod::Route,
+            Forward::Tunnel => pb::ForwardMethod::Tunnel,
+            Forward::FullNat => pb::ForwardMethod::Fullnat,
+        } as i32,
+        weight: r.weight,
+        upper_threshold: r.upper_threshold,
+        lower_threshold: r.lower_threshold,
+    }
+}
+
+/// Whether a listed service is the one `key` names (addresses compared as addresses).
+fn same_service(svc: &pb::Service, key: &ServiceKey) -> bool {
+    let Some(k) = svc.spec.as_ref().and_then(|s| s.key.as_ref()) else {
+        return false;
+    };
+    k.protocol == protocol_to_pb(key.protocol) as i32
+        && k.port == u32::from(key.port)
+        && k.address.parse::<IpAddr>().ok() == Some(key.addr)
+}
+
+async fn list_services(client: &mut Client) -> Result<Vec<pb::Service>, ClientError> {
+    Ok(client
+        .list_services(pb::ListServicesRequest {})
+        .await
+        .map_err(|s| rpc_error("ListServices", s))?
+        .into_inner()
+        .services)
+}
+
+async fn list(
+    client: &mut Client,
+    opts: &ListOptions,
+    names: &dyn Resolver,
+) -> Result<String, ClientError> {
+    let style = ListStyle {
+        numeric: opts.numeric,
+        sort: opts.sort,
+    };
+    let mut services = list_services(client).await?;
+    if let Some(key) = &opts.service {
+        services.retain(|s| same_service(s, key));
+        if services.is_empty() {
+            return Err(ClientError::NoSuchService(key.to_string()));
+        }
+    }
+    match opts.output {
+        OutputFormat::Json => Ok(format::list_json(&services, opts.sort)),
+        // ipvsadm prints no version header when listing one service.
+        OutputFormat::Text if opts.service.is_some() => {
+            Ok(format::list_text(None, &services, style, names))
+        }
+        OutputFormat::Text => {
+            let info = client
+                .get_info(pb::GetInfoRequest {})
+                .await
+                .map_err(|s| rpc_error("GetInfo", s))?
+                .into_inner();
+            Ok(format::list_text(Some(&info), &services, style, names))
+        }
+    }
+}
+
+/// Runs `cmd` against the daemon and returns what to print on stdout.
+///
+/// `Help` and `Version` need no daemon and are handled by the caller; here they print nothing.
+pub async fn execute(
+    client: &mut Client,
+    cmd: &Command,
+    names: &dyn Resolver,
+) -> Result<String, ClientError> {
+    match cmd {
+        Command::AddService(spec) => {
+            client
+                .add_service(pb::AddServiceRequest {
+                    service: Some(spec_to_pb(spec)),
+                })
+                .await
+                .map_err(|s| rpc_error("AddService", s))?;
+        }
+        Command::EditService(spec) => {
+            // ipvsadm -E replaces every ipvsadm setting; labels are not one of them (the agent
+            // marks what it owns with a label), so keep the service's current labels.
+            let mut service = spec_to_pb(spec);
+            if let Some(current) = list_services(client)
+                .await?
+                .into_iter()
+                .find(|s| same_service(s, &spec.key))
+            {
+                service.labels = current.spec.map(|s| s.labels).unwrap_or_default();
+            }
+            client
+                .edit_service(pb::EditServiceRequest {
+                    service: Some(service),
+                })
+                .await
+                .map_err(|s| rpc_error("EditService", s))?;
+        }
+        Command::DeleteService(key) => {
+            client
+                .delete_service(pb::DeleteServiceRequest {
+                    key: Some(key_to_pb(key)),
+                })
+                .await
+                .map_err(|s| rpc_error("DeleteService", s))?;
+        }
+        Command::AddServer(key, rs) => {
+            client
+                .add_real_server(pb::AddRealServerRequest {
+                    service: Some(key_to_pb(key)),
+                    real_server: Some(real_server_to_pb(rs)),
+                })
+                .await
+                .map_err(|s| rpc_error("AddRealServer", s))?;
+        }
+        Command::EditServer(key, rs) => {
+            client
+                .edit_real_server(pb::EditRealServerRequest {
+                    service: Some(key_to_pb(key)),
+                    real_server: Some(real_server_to_pb(rs)),
+                })
+                .await
+                .map_err(|s| rpc_error("EditRealServer", s))?;
+        }
+        Command::DeleteServer {
+            service,
+            addr,
+            port,
+        } => {
+            client
+                .delete_real_server(pb::DeleteRealServerRequest {
+                    service: Some(key_to_pb(service)),
+                    address: addr.to_string(),
+                    port: (*port).into(),
+                })
+                .await
+                .map_err(|s| rpc_error("DeleteRealServer", s))?;
+        }
+        Command::Clear => {
+            client
+                .clear(pb::ClearRequest {})
+                .await
+                .map_err(|s| rpc_error("Clear", s))?;
+        }
+        Command::List(opts) => return list(client, opts, names).await,
+        Command::Help | Command::Version => {}
+    }
+    Ok(String::new())
+}

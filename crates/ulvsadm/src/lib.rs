@@ -1,0 +1,82 @@
+//! ulvsadm: an ipvsadm-compatible command-line client for ulvsd, speaking `ulvs.v1` gRPC over
+//! a unix socket.
+//!
+//! # Layout
+//! - [`parse`]: ipvsadm's grammar, argument words to a [`parse::Command`]; no I/O except
+//!   optional name lookups through a [`names::Resolver`].
+//! - [`format`]: pure functions from `ulvs.v1` messages to ipvsadm's `-L` text and to JSON.
+//! - [`client`]: socket discovery, connection, one RPC sequence per command, error messages.
+//! - [`names`]: `/etc/services` and `/etc/hosts` lookups (never DNS while listing).
+//! - [`model`]: the CLI's own service / real-server types; only `client` builds proto messages.
+//!
+//! # Behaviour contract
+//! - Usage errors print `ulvsadm: <ipvsadm's message>` on stderr and exit 2.
+//! - Daemon errors print `ulvsadm: <Rpc>: <message>` and exit 1; an unreachable daemon prints
+//!   `ulvsadm: cannot connect to ulvsd at <path>: <reason>` and exits 1.
+
+pub mod client;
+pub mod format;
+pub mod help;
+pub mod model;
+pub mod names;
+pub mod parse;
+
+use std::io::Write;
+
+use crate::names::SystemNames;
+use crate::parse::{Command, TRY_HELP};
+
+/// Runs ulvsadm with `args` (without the program name) and returns the exit status.
+pub fn run<S: AsRef<str>>(args: &[S]) -> u8 {
+    let names = SystemNames::new();
+    let inv = match parse::parse_args(args, &names) {
+        Ok(inv) => inv,
+        Err(e) => {
+            eprintln!("ulvsadm: {e}");
+            if e.wants_try_help() {
+                eprintln!("{TRY_HELP}");
+            }
+            return 2;
+        }
+    };
+    let text = match &inv.command {
+        Command::Help => help::usage(),
+        Command::Version => help::version(),
+        cmd => {
+            let path = client::socket_path(
+                inv.socket.as_deref(),
+                std::env::var_os(client::SOCKET_ENV),
+            );
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("ulvsadm: cannot start the async runtime: {e}");
+                    return 1;
+                }
+            };
+            let result = runtime.block_on(async {
+                let mut c = client::connect(&path).await?;
+                client::execute(&mut c, cmd, &names).await
+            });
+            match result {
+                Ok(text) => text,
+                Err(e) => {
+                    eprintln!("ulvsadm: {e}");
+                    return 1;
+                }
+            }
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // A closed pipe (ulvsadm -L | head) is not worth a message.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("ulvsadm: cannot write output: {e}");
+        }
+        return 1;
+    }
+    0
+}
