@@ -1,0 +1,171 @@
+//! End-to-end NAT tests (needs root): real `ulvsd` in a director namespace, configured with the
+//! real `ulvsadm`, real TCP/UDP traffic from a client namespace to test servers.
+//!
+//! Each test builds its own rig (own namespaces, TUN, control socket), so they may run in parallel.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use integration::client::{Reply, split};
+use integration::topology::{CLIENT_ADDR, TUN_NAME, VIP, vip_tcp, vip_udp};
+use integration::{Bins, NatRig, require_root};
+
+fn rig(n_servers: usize) -> Result<NatRig> {
+    require_root()?;
+    NatRig::with_ulvsd(Bins::from_env()?, n_servers)
+}
+
+/// Every reply came from `vip` and the real server saw the client's own address and port (NAT
+/// rewrites only the destination on the way in and only the source on the way out).
+fn check_nat_replies(replies: &[Reply], vip: SocketAddr) -> Result<()> {
+    for r in replies {
+        ensure!(
+            r.peer == vip,
+            "reply from {} instead of the VIP {vip}: {r:?}",
+            r.peer
+        );
+        ensure!(
+            r.seen_client == SocketAddr::new(CLIENT_ADDR.into(), r.local.port()),
+            "real server {} saw client {} instead of {}:{}",
+            r.server,
+            r.seen_client,
+            CLIENT_ADDR,
+            r.local.port()
+        );
+    }
+    Ok(())
+}
+
+fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[test]
+fn tcp_rr_spreads_connections_over_both_real_servers() -> Result<()> {
+    let rig = rig(2)?;
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+    for rs in &rig.servers {
+        rig.ulvsadm(&["-a", "-t", &vip, "-r", &rs.tcp(), "-m", "-w", "1"])?;
+    }
+    let listing = rig.ulvsadm(&["-L", "-n"])?;
+    for rs in &rig.servers {
+        ensure!(
+            listing.contains(&rs.tcp()) && listing.contains("Masq"),
+            "-L -n does not list {} as Masq:\n{listing}",
+            rs.tcp()
+        );
+    }
+
+    let replies = rig
+        .tcp_probes(vip_tcp(), 20, Duration::from_secs(60))
+        .with_context(|| rig.diagnostics())?;
+    check_nat_replies(&replies, vip_tcp())?;
+    assert_eq!(split(&replies), counts(&[("rs1", 10), ("rs2", 10)]));
+    Ok(())
+}
+
+#[test]
+fn udp_rr_spreads_datagrams_over_both_real_servers() -> Result<()> {
+    let rig = rig(2)?;
+    let vip = vip_udp().to_string();
+    rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
+    for rs in &rig.servers {
+        rig.ulvsadm(&["-a", "-u", &vip, "-r", &rs.udp(), "-m", "-w", "1"])?;
+    }
+    let replies = rig
+        .udp_probes(vip_udp(), 20, Duration::from_secs(60))
+        .with_context(|| rig.diagnostics())?;
+    check_nat_replies(&replies, vip_udp())?;
+    assert_eq!(split(&replies), counts(&[("rs1", 10), ("rs2", 10)]));
+    Ok(())
+}
+
+#[test]
+fn deleted_real_server_gets_no_new_connections() -> Result<()> {
+    let rig = rig(2)?;
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+    for rs in &rig.servers {
+        rig.ulvsadm(&["-a", "-t", &vip, "-r", &rs.tcp(), "-m"])?;
+    }
+    let before = rig
+        .tcp_probes(vip_tcp(), 4, Duration::from_secs(30))
+        .with_context(|| rig.diagnostics())?;
+    assert_eq!(split(&before), counts(&[("rs1", 2), ("rs2", 2)]));
+
+    let gone = &rig.servers[1];
+    rig.ulvsadm(&["-d", "-t", &vip, "-r", &gone.tcp()])?;
+    let listing = rig.ulvsadm(&["-L", "-n"])?;
+    ensure!(
+        !listing.contains(&gone.tcp()),
+        "{} still listed after -d:\n{listing}",
+        gone.tcp()
+    );
+
+    let after = rig
+        .tcp_probes(vip_tcp(), 20, Duration::from_secs(60))
+        .with_context(|| rig.diagnostics())?;
+    check_nat_replies(&after, vip_tcp())?;
+    assert_eq!(split(&after), counts(&[("rs1", 20)]));
+    Ok(())
+}
+
+#[test]
+fn wrr_weights_3_to_1_split_400_connections_3_to_1() -> Result<()> {
+    let rig = rig(2)?;
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "wrr"])?;
+    let (heavy, light) = (&rig.servers[0], &rig.servers[1]);
+    rig.ulvsadm(&["-a", "-t", &vip, "-r", &heavy.tcp(), "-m", "-w", "3"])?;
+    rig.ulvsadm(&["-a", "-t", &vip, "-r", &light.tcp(), "-m", "-w", "1"])?;
+
+    let replies = rig
+        .tcp_probes(vip_tcp(), 400, Duration::from_secs(180))
+        .with_context(|| rig.diagnostics())?;
+    check_nat_replies(&replies, vip_tcp())?;
+    let got = split(&replies);
+    let h = got.get(&heavy.name).copied().unwrap_or(0);
+    let l = got.get(&light.name).copied().unwrap_or(0);
+    assert_eq!(h + l, 400, "unexpected servers in {got:?}");
+    // 3:1 of 400 is 300:100; allow 10%.
+    assert!(h.abs_diff(300) <= 30, "wrr 3:1 gave {got:?}");
+    assert!(l.abs_diff(100) <= 10, "wrr 3:1 gave {got:?}");
+    Ok(())
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_removes_routes_and_rules() -> Result<()> {
+    require_root()?;
+    let mut rig = NatRig::new(Bins::from_env()?, 1)?;
+    let rules_before = rig.director.ip(&["rule", "show"])?;
+    let routes_before = rig.director.ip(&["route", "show", "table", "all"])?;
+    rig.start_ulvsd()?;
+    // --configure-sysctls turned forwarding on and reverse-path filtering off.
+    assert_eq!(rig.director.read_sysctl("net/ipv4/ip_forward")?, "1");
+
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    let route = rig.director.ip(&["route", "get", &VIP.to_string()])?;
+    ensure!(
+        route.contains(&format!("dev {TUN_NAME}")),
+        "VIP not routed into {TUN_NAME}: {route}"
+    );
+    let replies = rig.tcp_probes(vip_tcp(), 2, Duration::from_secs(30))?;
+    check_nat_replies(&replies, vip_tcp())?;
+
+    let status = rig.stop_ulvsd(Duration::from_secs(10))?;
+    ensure!(status.success(), "ulvsd exited with {status} after SIGTERM");
+    let rules_after = rig.director.ip(&["rule", "show"])?;
+    let routes_after = rig.director.ip(&["route", "show", "table", "all"])?;
+    assert_eq!(rules_after, rules_before, "policy rules left behind");
+    assert_eq!(routes_after, routes_before, "routes left behind");
+    ensure!(
+        rig.director.ip(&["link", "show", TUN_NAME]).is_err(),
+        "{TUN_NAME} still exists after ulvsd exited"
+    );
+    Ok(())
+}
