@@ -1,0 +1,190 @@
+//! Shared helpers of the engine tests: packet builders (etherparse, checksums from scratch),
+//! engine setup, hex dumps and whole-counter-delta assertions.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use etherparse::PacketBuilder;
+use ulvs_engine::{
+    Config, DestConfig, Engine, EngineOptions, ForwardMethod, PacketBuf, Protocol,
+    SchedulerKind, ServiceConfig, ServiceKey, StatsSnapshot, Timestamp, Verdict,
+};
+
+pub const CLIENT: [u8; 4] = [198, 18, 0, 10];
+pub const CLIENT2: [u8; 4] = [198, 18, 0, 20];
+pub const VIP: [u8; 4] = [198, 18, 1, 1];
+pub const VIP2: [u8; 4] = [198, 18, 1, 2];
+pub const RS1: [u8; 4] = [198, 19, 0, 11];
+pub const RS2: [u8; 4] = [198, 19, 0, 12];
+pub const RS3: [u8; 4] = [198, 19, 0, 13];
+pub const OTHER: [u8; 4] = [198, 18, 9, 9];
+
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const FIN: u8 = 0x01;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+
+pub fn sa(ip: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port))
+}
+
+/// An IPv4 TCP segment with checksums computed from scratch by etherparse.
+pub fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1000, 65535);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(2000);
+    }
+    if flags & FIN != 0 {
+        b = b.fin();
+    }
+    if flags & RST != 0 {
+        b = b.rst();
+    }
+    if flags & PSH != 0 {
+        b = b.psh();
+    }
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build tcp");
+    out
+}
+
+/// An IPv4 UDP datagram with checksums computed from scratch by etherparse.
+pub fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ipv4(src, dst, 64).udp(sport, dport);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build udp");
+    out
+}
+
+/// The same datagram without a UDP checksum (field 0).
+pub fn udp_no_csum(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = udp(src, sport, dst, dport, payload);
+    p[26] = 0;
+    p[27] = 0;
+    p
+}
+
+pub fn dest(ip: [u8; 4], port: u16, weight: u32) -> DestConfig {
+    DestConfig {
+        addr: sa(ip, port),
+        forward: ForwardMethod::Masq,
+        weight,
+        upper_threshold: 0,
+        lower_threshold: 0,
+    }
+}
+
+pub fn service(
+    protocol: Protocol,
+    vip: [u8; 4],
+    vport: u16,
+    scheduler: SchedulerKind,
+    dests: Vec<DestConfig>,
+) -> ServiceConfig {
+    let mut s = ServiceConfig::new(ServiceKey {
+        protocol,
+        addr: sa(vip, vport),
+    });
+    s.scheduler = scheduler;
+    s.dests = dests;
+    s
+}
+
+pub fn opts() -> EngineOptions {
+    EngineOptions {
+        max_connections: 1024,
+        shards: 16,
+        hash_seed: 42,
+    }
+}
+
+pub fn engine_with(services: Vec<ServiceConfig>) -> Engine {
+    let e = Engine::new(opts());
+    e.apply_config(&Config { services }).expect("valid config");
+    e
+}
+
+/// Runs `input` through the engine in a buffer with 32 bytes of headroom; returns the verdict
+/// and the packet bytes afterwards.
+pub fn run(e: &Engine, now: u64, input: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; 32 + input.len()];
+    buf[32..].copy_from_slice(input);
+    let mut pkt = PacketBuf::new(&mut buf, 32, input.len());
+    let v = e.process(Timestamp(now), &mut pkt);
+    (v, pkt.data().to_vec())
+}
+
+/// A hex dump, 16 bytes a line.
+pub fn hex(b: &[u8]) -> String {
+    b.chunks(16)
+        .enumerate()
+        .map(|(i, c)| {
+            let h: Vec<String> = c.iter().map(|x| format!("{x:02x}")).collect();
+            format!("{:04x}  {}\n", i * 16, h.join(" "))
+        })
+        .collect()
+}
+
+/// Every counter and gauge of a snapshot under a readable name.
+pub fn flat(s: &StatsSnapshot) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    for svc in &s.services {
+        let k = svc.key.to_string();
+        let c = svc.counters;
+        for (n, v) in [
+            ("conns", c.conns),
+            ("in_pkts", c.in_pkts),
+            ("out_pkts", c.out_pkts),
+            ("in_bytes", c.in_bytes),
+            ("out_bytes", c.out_bytes),
+        ] {
+            m.insert(format!("{k} {n}"), v as i64);
+        }
+        for d in &svc.dests {
+            let dk = format!("{k} -> {}", d.addr);
+            let c = d.counters;
+            for (n, v) in [
+                ("conns", c.conns),
+                ("in_pkts", c.in_pkts),
+                ("out_pkts", c.out_pkts),
+                ("in_bytes", c.in_bytes),
+                ("out_bytes", c.out_bytes),
+                ("active", u64::from(d.active_conns)),
+                ("inactive", u64::from(d.inactive_conns)),
+                ("persistent", u64::from(d.persistent_conns)),
+            ] {
+                m.insert(format!("{dk} {n}"), v as i64);
+            }
+        }
+    }
+    for (r, v) in &s.drops {
+        m.insert(format!("drop {}", r.name()), *v as i64);
+    }
+    m.insert("connections".into(), s.connections as i64);
+    m
+}
+
+/// Asserts that from `before` to `after` exactly the listed counters moved, by the listed
+/// amounts (keys may be given by a unique suffix-free full name as in [`flat`]).
+pub fn assert_delta(before: &StatsSnapshot, after: &StatsSnapshot, expected: &[(&str, i64)]) {
+    let (b, a) = (flat(before), flat(after));
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for (k, v) in expected {
+        assert!(a.contains_key(*k), "no counter named {k:?}; have {:#?}", a.keys());
+        want.insert((*k).to_string(), *v);
+    }
+    let mut diffs = Vec::new();
+    for (k, av) in &a {
+        let d = av - b.get(k).copied().unwrap_or(0);
+        let w = want.get(k).copied().unwrap_or(0);
+        if d != w {
+            diffs.push(format!("{k}: moved by {d}, expected {w}"));
+        }
+    }
+    assert!(diffs.is_empty(), "counter delta mismatch:\n{}", diffs.join("\n"));
+}
