@@ -526,6 +526,8 @@ impl Router {
         })
     }
 
+    /// Deletes an entry; one that is already gone (its device was removed, or someone deleted
+    /// it) counts as deleted.
     async fn del(&self, entry: &Entry) -> Result<(), RouterError> {
         let res = match entry {
             Entry::Rule(rule) => {
@@ -540,10 +542,18 @@ impl Router {
                 self.handle.route().del(msg).execute().await
             }
         };
-        res.map_err(|source| RouterError::Netlink {
-            operation: format!("delete {entry} dev {}", self.opts.tun_name),
-            source,
-        })
+        match res {
+            Err(rtnetlink::Error::NetlinkError(m))
+                if matches!(-m.raw_code(), libc::ESRCH | libc::ENOENT) =>
+            {
+                tracing::debug!("{entry} was already gone");
+                Ok(())
+            }
+            res => res.map_err(|source| RouterError::Netlink {
+                operation: format!("delete {entry} dev {}", self.opts.tun_name),
+                source,
+            }),
+        }
     }
 }
 

@@ -76,7 +76,8 @@ pub enum TunError {
 /// An open TUN device: its name, index and one non-blocking descriptor per queue.
 ///
 /// The device is not persistent: it disappears (with every route through it) when the last
-/// descriptor is closed, that is when this value and every [`TunQueue`] taken from it are dropped.
+/// descriptor is closed, that is when this value and every [`TunQueue`] cloned from it are
+/// dropped.
 #[derive(Debug)]
 pub struct TunDevice {
     name: String,
@@ -239,15 +240,27 @@ impl TunDevice {
         self.mtu
     }
 
-    /// Number of queues still held by the device.
+    /// Number of queues.
     pub fn queue_count(&self) -> usize {
         self.queues.len()
     }
 
-    /// Hands the queues out (to worker threads). The device stays alive while any queue or
-    /// this value is alive.
-    pub fn take_queues(&mut self) -> Vec<TunQueue> {
-        std::mem::take(&mut self.queues)
+    /// Descriptors for the workers, one per queue, duplicated from the device's own: the device
+    /// (and every route through it) stays alive until this value is dropped, whatever happens
+    /// to the workers.
+    pub fn clone_queues(&self) -> Result<Vec<TunQueue>, TunError> {
+        self.queues
+            .iter()
+            .map(|q| {
+                q.fd.try_clone()
+                    .map(|fd| TunQueue { fd })
+                    .map_err(|source| TunError::Io {
+                        operation: "duplicate queue descriptor",
+                        name: self.name.clone(),
+                        source,
+                    })
+            })
+            .collect()
     }
 }
 
