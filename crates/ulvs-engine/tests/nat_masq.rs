@@ -16,8 +16,20 @@ struct Step {
 
 fn run_steps(steps: Vec<Step>) {
     let e = engine_with(vec![
-        service(Protocol::Tcp, VIP, 80, SchedulerKind::Rr, vec![dest(RS1, 8080, 1)]),
-        service(Protocol::Udp, VIP, 53, SchedulerKind::Rr, vec![dest(RS2, 5353, 1)]),
+        service(
+            Protocol::Tcp,
+            VIP,
+            80,
+            SchedulerKind::Rr,
+            vec![dest(RS1, 8080, 1)],
+        ),
+        service(
+            Protocol::Udp,
+            VIP,
+            53,
+            SchedulerKind::Rr,
+            vec![dest(RS2, 5353, 1)],
+        ),
     ]);
     for (i, s) in steps.into_iter().enumerate() {
         let (v, out) = run(&e, 1000 + i as u64, &s.input);
@@ -58,9 +70,23 @@ fn tcp_both_directions() {
         },
         Step {
             description: "odd-length reply data",
-            input: tcp(RS1, 8080, CLIENT, 40000, ACK | PSH, b"HTTP/1.0 200 OK\r\n\r\nhi!"),
+            input: tcp(
+                RS1,
+                8080,
+                CLIENT,
+                40000,
+                ACK | PSH,
+                b"HTTP/1.0 200 OK\r\n\r\nhi!",
+            ),
             verdict: Verdict::Forward,
-            output: Some(tcp(VIP, 80, CLIENT, 40000, ACK | PSH, b"HTTP/1.0 200 OK\r\n\r\nhi!")),
+            output: Some(tcp(
+                VIP,
+                80,
+                CLIENT,
+                40000,
+                ACK | PSH,
+                b"HTTP/1.0 200 OK\r\n\r\nhi!",
+            )),
         },
         Step {
             description: "client FIN",

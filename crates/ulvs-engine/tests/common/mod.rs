@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use etherparse::PacketBuilder;
 use ulvs_engine::{
-    Config, DestConfig, Engine, EngineOptions, ForwardMethod, PacketBuf, Protocol,
-    SchedulerKind, ServiceConfig, ServiceKey, StatsSnapshot, Timestamp, Verdict,
+    Config, DestConfig, Engine, EngineOptions, ForwardMethod, PacketBuf, Protocol, SchedulerKind,
+    ServiceConfig, ServiceKey, StatsSnapshot, Timestamp, Verdict,
 };
 
 pub const CLIENT: [u8; 4] = [198, 18, 0, 10];
@@ -31,7 +31,14 @@ pub fn sa(ip: [u8; 4], port: u16) -> SocketAddr {
 }
 
 /// An IPv4 TCP segment with checksums computed from scratch by etherparse.
-pub fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub fn tcp(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1000, 65535);
     if flags & SYN != 0 {
         b = b.syn();
@@ -175,7 +182,11 @@ pub fn assert_delta(before: &StatsSnapshot, after: &StatsSnapshot, expected: &[(
     let (b, a) = (flat(before), flat(after));
     let mut want: BTreeMap<String, i64> = BTreeMap::new();
     for (k, v) in expected {
-        assert!(a.contains_key(*k), "no counter named {k:?}; have {:#?}", a.keys());
+        assert!(
+            a.contains_key(*k),
+            "no counter named {k:?}; have {:#?}",
+            a.keys()
+        );
         want.insert((*k).to_string(), *v);
     }
     let mut diffs = Vec::new();
@@ -186,5 +197,9 @@ pub fn assert_delta(before: &StatsSnapshot, after: &StatsSnapshot, expected: &[(
             diffs.push(format!("{k}: moved by {d}, expected {w}"));
         }
     }
-    assert!(diffs.is_empty(), "counter delta mismatch:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "counter delta mismatch:\n{}",
+        diffs.join("\n")
+    );
 }
