@@ -1,3 +1,253 @@
-//! The ulvs daemon: dataplane, gRPC control server, signals and shutdown
+//! The ulvs daemon: dataplane + control server, signals and shutdown.
+//!
+//! Start-up: check the host (CAP_NET_ADMIN, `/dev/net/tun`, forwarding; `--configure-sysctls`
+//! fixes the sysctls instead of failing), create the engine, the TUN device and its workers,
+//! remove stale routes and rules of an earlier run, and serve the gRPC control API on a unix
+//! socket. "ulvsd ready" is logged once the socket accepts. SIGINT/SIGTERM stop serving, stop the
+//! workers, remove every route and rule, remove the socket and exit 0. A fatal error prints one
+//! line on stderr and exits 1.
 
-fn main() {}
+mod backend;
+
+use std::hash::{BuildHasher, RandomState};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+use ulvs_control::{BackendInfo, ControlService};
+use ulvs_dataplane::router::{DEFAULT_RULE_PRIORITY, DEFAULT_TABLE};
+use ulvs_dataplane::tun::{DEFAULT_MTU, DEFAULT_TUN_NAME};
+use ulvs_dataplane::{Clock, Host, Router, RouterOptions, TunConfig, TunDevice, Workers};
+use ulvs_engine::{Engine, EngineOptions};
+
+use crate::backend::DaemonBackend;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// ulvsd: userspace Linux Virtual Server daemon.
+#[derive(Debug, Parser)]
+#[command(name = "ulvsd", version, about)]
+struct Args {
+    /// Name of the TUN device to create.
+    #[arg(long = "tun", value_name = "NAME", default_value = DEFAULT_TUN_NAME)]
+    tun: String,
+    /// Unix socket of the gRPC control API.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "ULVS_SOCKET",
+        default_value = "/run/ulvs/ulvsd.sock"
+    )]
+    socket: PathBuf,
+    /// Number of TUN queues, one worker thread each.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    queues: u16,
+    /// Size of the connection table; new connections beyond it are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
+    max_connections: usize,
+    /// Routing table that holds the default route into the TUN for real-server replies.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TABLE,
+          value_parser = clap::value_parser!(u32).range(1..=0xffff_fffe))]
+    route_table: u32,
+    /// Priority of the policy rules that steer real-server replies into the TUN.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RULE_PRIORITY)]
+    rule_priority: u32,
+    /// MTU of the TUN device.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MTU,
+          value_parser = clap::value_parser!(u32).range(576..=65535))]
+    mtu: u32,
+    /// Set net.ipv4.ip_forward=1 (and IPv6 forwarding) and rp_filter=0 (all and the TUN)
+    /// instead of failing when they are not so.
+    #[arg(long)]
+    configure_sysctls: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log level or filter (e.g. "info", "ulvsd=debug"); RUST_LOG is used when this is not given.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = init_logging(&args) {
+        eprintln!("ulvsd: error: {e:#}");
+        std::process::exit(1);
+    }
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ulvs-ctl")
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
+        .and_then(|rt| rt.block_on(run(args)));
+    if let Err(e) = result {
+        tracing::error!("{e:#}");
+        eprintln!("ulvsd: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(args: &Args) -> anyhow::Result<()> {
+    let filter = match &args.log_level {
+        Some(level) => EnvFilter::try_new(level).context("--log-level")?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// Checks the host; with `configure`, fixes forwarding instead of failing.
+fn check_host(host: &Host, configure: bool) -> anyhow::Result<()> {
+    host.check_net_admin()?;
+    host.check_tun_device()?;
+    if configure {
+        host.configure_forwarding()?;
+    }
+    host.check_forwarding()?;
+    if host.ipv6_forwarding() == Some(false) {
+        tracing::warn!(
+            "net.ipv6.conf.all.forwarding is 0: IPv6 services will not forward (use --configure-sysctls)"
+        );
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let host = Host::default();
+    check_host(&host, args.configure_sysctls)?;
+
+    let engine = Arc::new(Engine::new(EngineOptions {
+        max_connections: args.max_connections,
+        shards: 64,
+        hash_seed: RandomState::new().hash_one(std::process::id()),
+    }));
+
+    let tun = TunDevice::open(&TunConfig {
+        name: args.tun.clone(),
+        mtu: args.mtu,
+        queues: usize::from(args.queues),
+        ..TunConfig::default()
+    })?;
+    if args.configure_sysctls {
+        host.configure_rp_filter(tun.name())?;
+    }
+    host.check_rp_filter(tun.name())?;
+
+    let router = Arc::new(Router::connect(RouterOptions {
+        table: args.route_table,
+        rule_priority: args.rule_priority,
+        ..RouterOptions::new(tun.name(), tun.index())
+    })?);
+    let stale = router.remove_stale().await?;
+    if stale > 0 {
+        tracing::info!(
+            removed = stale,
+            "removed routes and rules left by an earlier run"
+        );
+    }
+
+    let clock = Clock::start();
+    let mut workers = Workers::start(engine.clone(), tun.clone_queues()?, clock)?;
+    tracing::info!(
+        tun = tun.name(),
+        queues = args.queues,
+        mtu = tun.mtu(),
+        table = args.route_table,
+        rule_priority = args.rule_priority,
+        "dataplane started"
+    );
+
+    let backend = DaemonBackend::new(
+        engine.clone(),
+        router.clone(),
+        BackendInfo {
+            connection_table_size: u32::try_from(args.max_connections).unwrap_or(u32::MAX),
+            devices: vec![tun.name().to_owned()],
+        },
+    );
+
+    let served = serve(&args.socket, backend).await;
+
+    // Shutdown, in reverse: workers, then routes and rules (before the TUN goes), then the TUN.
+    let stopped = workers.stop();
+    let cleared = router.clear().await;
+    drop(tun);
+    served?;
+    stopped?;
+    cleared.context("remove routes and rules")?;
+    tracing::info!("ulvsd stopped");
+    Ok(())
+}
+
+/// Serves the control API on `socket` until SIGINT or SIGTERM; the socket file is removed when
+/// serving ends.
+async fn serve(socket: &Path, backend: DaemonBackend) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
+    let bound = ulvs_control::bind_unix(socket).context("control socket")?;
+    tracing::info!(socket = %bound.path().display(), "ulvsd ready");
+    bound
+        .serve(ControlService::new(backend), async move {
+            shutdown.await;
+            tracing::info!("signal received, shutting down");
+        })
+        .await
+        .context("control server")
+}
+
+/// A future that completes on SIGINT or SIGTERM.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let a = Args::try_parse_from(["ulvsd"]).unwrap();
+        assert_eq!(a.tun, "ulvs0");
+        assert_eq!(a.queues, 1);
+        assert_eq!(a.route_table, 0x75);
+        assert_eq!(a.rule_priority, 100);
+        assert!(!a.configure_sysctls);
+        assert_eq!(a.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Args::try_parse_from(["ulvsd", "--queues", "0"]).is_err());
+        assert!(Args::try_parse_from(["ulvsd", "--route-table", "0"]).is_err());
+        assert!(Args::try_parse_from(["ulvsd", "--log-format", "xml"]).is_err());
+    }
+}
