@@ -85,7 +85,9 @@ enum Addr {
 }
 
 fn addr(s: &str) -> Addr {
-    s.parse().map(Addr::Ip).unwrap_or_else(|_| Addr::Raw(s.to_string()))
+    s.parse()
+        .map(Addr::Ip)
+        .unwrap_or_else(|_| Addr::Raw(s.to_string()))
 }
 
 /// Cuts `s` to at most `max` bytes (on a character boundary), as ipvsadm cuts its buffers.
@@ -110,11 +112,7 @@ fn addr_port_name(
 ) -> String {
     let (host, v6) = match a {
         Addr::Ip(ip) => {
-            let host = if numeric {
-                None
-            } else {
-                names.host_name(*ip)
-            };
+            let host = if numeric { None } else { names.host_name(*ip) };
             (host.unwrap_or_else(|| ip.to_string()), ip.is_ipv6())
         }
         Addr::Raw(s) => (s.clone(), s.contains(':')),
@@ -257,7 +255,11 @@ pub fn ordered_services(services: &[pb::Service], sort: bool) -> Vec<&pb::Servic
     let mut v: Vec<&pb::Service> = services.iter().collect();
     if sort {
         v.sort_by_cached_key(|s| {
-            let key = s.spec.as_ref().and_then(|sp| sp.key.clone()).unwrap_or_default();
+            let key = s
+                .spec
+                .as_ref()
+                .and_then(|sp| sp.key.clone())
+                .unwrap_or_default();
             let (fam, num, raw) = addr_key(&key.address);
             (fam, protocol_number(key.protocol), num, raw, key.port)
         });
@@ -283,8 +285,7 @@ fn protocol_json(v: i32) -> Value {
 }
 
 fn forward_json(v: i32) -> Value {
-    pb::ForwardMethod::try_from(v)
-        .map_or_else(|_| Value::from(v), |f| Value::from(f.as_str_name()))
+    pb::ForwardMethod::try_from(v).map_or_else(|_| Value::from(v), |f| Value::from(f.as_str_name()))
 }
 
 fn stats_json(s: Option<&pb::Stats>) -> Value {

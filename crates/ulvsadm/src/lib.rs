@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`parse`]: ipvsadm's grammar, argument words to a [`parse::Command`]; no I/O except
 //!   optional name lookups through a [`names::Resolver`].
-//! - [`format`]: pure functions from `ulvs.v1` messages to ipvsadm's `-L` text and to JSON.
+//! - [`format`](mod@format): pure functions from `ulvs.v1` messages to ipvsadm's `-L` text and to JSON.
 //! - [`client`]: socket discovery, connection, one RPC sequence per command, error messages.
 //! - [`names`]: `/etc/services` and `/etc/hosts` lookups (never DNS while listing).
 //! - [`model`]: the CLI's own service / real-server types; only `client` builds proto messages.
@@ -43,10 +43,8 @@ pub fn run<S: AsRef<str>>(args: &[S]) -> u8 {
         Command::Help => help::usage(),
         Command::Version => help::version(),
         cmd => {
-            let path = client::socket_path(
-                inv.socket.as_deref(),
-                std::env::var_os(client::SOCKET_ENV),
-            );
+            let path =
+                client::socket_path(inv.socket.as_deref(), std::env::var_os(client::SOCKET_ENV));
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

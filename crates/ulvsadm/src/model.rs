@@ -70,7 +70,12 @@ pub struct ServiceKey {
 
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.protocol.name(), addr_port(&self.addr, self.port))
+        write!(
+            f,
+            "{} {}",
+            self.protocol.name(),
+            addr_port(&self.addr, self.port)
+        )
     }
 }
 

@@ -221,7 +221,10 @@ https           443/tcp
         let n = names();
         let vip: IpAddr = "198.18.0.1".parse().unwrap();
         assert_eq!(n.host_name(vip).as_deref(), Some("vip.example"));
-        assert_eq!(n.host_name("::1".parse().unwrap()).as_deref(), Some("localhost"));
+        assert_eq!(
+            n.host_name("::1".parse().unwrap()).as_deref(),
+            Some("localhost")
+        );
         assert_eq!(n.host_v4("VIP"), Some(Ipv4Addr::new(198, 18, 0, 1)));
         assert_eq!(n.host_v4("ip6-localhost"), None);
     }
