@@ -32,7 +32,11 @@ impl DaemonBackend {
 fn router_error(e: &RouterError) -> BackendError {
     let message = match e {
         RouterError::Netlink { source, .. } => source.to_string(),
-        other => other.to_string(),
+        RouterError::NoRoute(_) => "the director has no route to it".to_owned(),
+        RouterError::RoutedThroughTun(_, dev) => {
+            format!("it is routed through the TUN device {dev}, which would loop")
+        }
+        RouterError::Connect(source) => source.to_string(),
     };
     BackendError {
         operation: e.operation(),
@@ -40,20 +44,43 @@ fn router_error(e: &RouterError) -> BackendError {
     }
 }
 
+/// Whether `new` stops routing some virtual address that `old` routes.
+fn drops_a_vip(old: &Config, new: &Config) -> bool {
+    old.services.iter().any(|o| {
+        !new.services
+            .iter()
+            .any(|n| n.key.addr.ip() == o.key.addr.ip())
+    })
+}
+
 impl Backend for DaemonBackend {
+    /// Order matters for packets in flight: a VIP route without its service in the engine sends
+    /// packets through the TUN unchanged and back into it until their TTL runs out. So when a
+    /// virtual address goes away the routes change first and the engine second; otherwise the
+    /// engine first. Either way a failure of the second step restores the first.
     async fn apply(&self, old: &Config, new: &Config) -> Result<(), BackendError> {
         let _guard = self.apply_lock.lock().await;
-        self.engine.apply_config(new).map_err(|e| BackendError {
+        let engine_err = |e: ulvs_engine::ConfigError| BackendError {
             operation: "apply configuration to the engine".to_owned(),
             message: e.to_string(),
-        })?;
-        if let Err(e) = self.router.sync(new).await {
-            let err = router_error(&e);
-            if let Err(back) = self.engine.apply_config(old) {
-                tracing::error!(error = %back, "restoring the previous engine configuration failed");
+        };
+        new.validate().map_err(engine_err)?;
+        if drops_a_vip(old, new) {
+            self.router.sync(new).await.map_err(|e| router_error(&e))?;
+            if let Err(e) = self.engine.apply_config(new) {
+                if let Err(back) = self.router.sync(old).await {
+                    tracing::error!(error = %back, "restoring the previous routes failed");
+                }
+                return Err(engine_err(e));
             }
-            tracing::warn!(error = %err, "configuration refused: kernel routes could not be set");
-            return Err(err);
+        } else {
+            self.engine.apply_config(new).map_err(engine_err)?;
+            if let Err(e) = self.router.sync(new).await {
+                if let Err(back) = self.engine.apply_config(old) {
+                    tracing::error!(error = %back, "restoring the previous engine configuration failed");
+                }
+                return Err(router_error(&e));
+            }
         }
         tracing::info!(services = new.services.len(), "configuration applied");
         Ok(())
@@ -65,5 +92,37 @@ impl Backend for DaemonBackend {
 
     fn info(&self) -> BackendInfo {
         self.info.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ulvs_engine::{Protocol, ServiceConfig, ServiceKey};
+
+    fn cfg(addrs: &[&str]) -> Config {
+        Config {
+            services: addrs
+                .iter()
+                .map(|a| {
+                    ServiceConfig::new(ServiceKey {
+                        protocol: Protocol::Tcp,
+                        addr: a.parse().unwrap(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn vip_removal_is_detected_per_address_not_per_port() {
+        let two_ports = cfg(&["198.18.100.1:80", "198.18.100.1:443"]);
+        let one_port = cfg(&["198.18.100.1:80"]);
+        let other = cfg(&["198.18.100.2:80"]);
+        assert!(!drops_a_vip(&two_ports, &one_port));
+        assert!(!drops_a_vip(&one_port, &two_ports));
+        assert!(drops_a_vip(&one_port, &other));
+        assert!(drops_a_vip(&one_port, &Config::default()));
+        assert!(!drops_a_vip(&Config::default(), &one_port));
     }
 }

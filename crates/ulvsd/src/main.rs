@@ -91,7 +91,6 @@ fn main() {
         .context("start the tokio runtime")
         .and_then(|rt| rt.block_on(run(args)));
     if let Err(e) = result {
-        tracing::error!("{e:#}");
         eprintln!("ulvsd: error: {e:#}");
         std::process::exit(1);
     }
@@ -104,7 +103,8 @@ fn init_logging(args: &Args) -> anyhow::Result<()> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
