@@ -284,3 +284,77 @@ pub async fn execute(
     }
     Ok(String::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_flag_beats_env_beats_default() {
+        let flag = Path::new("/tmp/flag.sock");
+        let env = || Some(OsString::from("/tmp/env.sock"));
+        assert_eq!(
+            socket_path(Some(flag), env()),
+            PathBuf::from("/tmp/flag.sock")
+        );
+        assert_eq!(socket_path(None, env()), PathBuf::from("/tmp/env.sock"));
+        assert_eq!(
+            socket_path(None, Some(OsString::new())),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+        assert_eq!(socket_path(None, None), PathBuf::from(DEFAULT_SOCKET));
+    }
+
+    #[test]
+    fn requests_carry_every_parsed_field() {
+        let spec = ServiceSpec {
+            key: ServiceKey {
+                protocol: Protocol::Udp,
+                addr: "fd00:1b5::1".parse().unwrap(),
+                port: 53,
+            },
+            scheduler: "sh".into(),
+            sched_flags: vec!["sh-port".into()],
+            persistence_timeout: Some(300),
+            persistence_prefix_len: Some(64),
+            one_packet: true,
+        };
+        let pb = spec_to_pb(&spec);
+        assert_eq!(
+            pb.key,
+            Some(pb::ServiceKey {
+                protocol: pb::Protocol::Udp as i32,
+                address: "fd00:1b5::1".into(),
+                port: 53
+            })
+        );
+        assert_eq!(
+            (
+                pb.scheduler.as_str(),
+                pb.persistence_timeout,
+                pb.persistence_prefix_len,
+                pb.one_packet
+            ),
+            ("sh", 300, 64, true)
+        );
+        let rs = real_server_to_pb(&RealServerSpec {
+            addr: "198.18.1.1".parse().unwrap(),
+            port: 8080,
+            forward: Forward::FullNat,
+            weight: 7,
+            upper_threshold: 100,
+            lower_threshold: 50,
+        });
+        assert_eq!(
+            rs,
+            pb::RealServerSpec {
+                address: "198.18.1.1".into(),
+                port: 8080,
+                forward: pb::ForwardMethod::Fullnat as i32,
+                weight: 7,
+                upper_threshold: 100,
+                lower_threshold: 50,
+            }
+        );
+    }
+}
