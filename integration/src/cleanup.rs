@@ -1,5 +1,8 @@
 //! Removes leftovers of crashed rig runs: `ulvs-<pid>-<n>-<role>` namespaces whose creator is gone.
 //!
+//! The rig's temporary directories (`<tmp>/ulvs-rig-<pid>-*`, logs and control sockets) of dead
+//! creators are removed too.
+//!
 //! A namespace is touched only if its name has exactly that shape and no process with the embedded
 //! PID exists. Processes still running inside such a namespace are killed by the PIDs `ip netns
 //! pids` reports for it (never by name), then the namespace is deleted. The root namespace has no
@@ -13,6 +16,9 @@ use anyhow::{Context, Result};
 
 use crate::netns::{NAME_PREFIX, NETNS_RUN_DIR};
 use crate::run_cmd;
+
+/// Prefix of a rig's temporary directory, followed by the creator PID and a dash.
+pub const TEMP_DIR_PREFIX: &str = "ulvs-rig-";
 
 /// Parses the creator PID out of a rig namespace name, or `None` if the name is not ours.
 pub fn creator_pid(name: &str) -> Option<u32> {
@@ -56,6 +62,38 @@ pub fn remove_leftovers() -> Result<Vec<String>> {
         run_cmd(Command::new("ip").args(["netns", "del", &name]))
             .with_context(|| format!("delete leftover namespace {name}"))?;
         removed.push(name);
+    }
+    removed.extend(remove_leftover_dirs()?);
+    Ok(removed)
+}
+
+fn remove_leftover_dirs() -> Result<Vec<String>> {
+    let tmp = std::env::temp_dir();
+    let entries = match std::fs::read_dir(&tmp) {
+        Ok(e) => e,
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix(TEMP_DIR_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Only real directories, never a symlink planted in /tmp.
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if pid == 0 || !is_dir || pid_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        std::fs::remove_dir_all(&path)
+            .with_context(|| format!("remove leftover rig directory {}", path.display()))?;
+        removed.push(path.display().to_string());
     }
     Ok(removed)
 }

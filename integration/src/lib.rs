@@ -67,7 +67,9 @@ pub struct Bins {
 impl Bins {
     /// Finds the binaries in the directory named by [`BIN_DIR_ENV`].
     pub fn from_env() -> Result<Self> {
-        let dir = std::env::var_os(BIN_DIR_ENV).with_context(|| {
+        let dir = std::env::var_os(BIN_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .with_context(|| {
             format!(
                 "{BIN_DIR_ENV} is not set: run the integration tests with `cargo xtask integration`, \
                  which builds ulvsd, ulvsadm and ulvs-testserver and points {BIN_DIR_ENV} at them"

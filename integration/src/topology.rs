@@ -109,7 +109,11 @@ impl NatRig {
             "a rig has 1 to {MAX_SERVERS} real servers, not {n_servers}"
         );
         let dir = tempfile::Builder::new()
-            .prefix("ulvs-rig-")
+            .prefix(&format!(
+                "{}{}-",
+                crate::cleanup::TEMP_DIR_PREFIX,
+                std::process::id()
+            ))
             .tempdir()
             .context("create rig temp dir")?;
 

@@ -57,8 +57,16 @@ fn cleanup_removes_only_leftovers_of_dead_creators() -> Result<()> {
     let leftover = format!("ulvs-{dead}-0-leftover");
     integration::run_cmd(std::process::Command::new("ip").args(["netns", "add", &leftover]))?;
     let live = Netns::new("live")?;
+    let leftover_dir =
+        std::env::temp_dir().join(format!("{}{dead}-test", cleanup::TEMP_DIR_PREFIX));
+    std::fs::create_dir_all(leftover_dir.join("sub"))?;
 
     let removed = cleanup::remove_leftovers()?;
+    assert!(
+        !leftover_dir.exists(),
+        "leftover {} not removed",
+        leftover_dir.display()
+    );
     let still_there = exists(&leftover);
     if still_there {
         // Do not leak it if the assertion below fails.
