@@ -4,10 +4,37 @@
 //! `INVALID_ARGUMENT` naming the field), turned into a new whole [`ulvs_engine::Config`], and
 //! handed to a [`Backend`], which makes it live (engine snapshot, kernel routes). If the backend
 //! fails, the old configuration stays: no request leaves partial state.
+//!
+//! # Layout
+//! - [`validate`]: every check on a request; protobuf in, engine configuration types out.
+//! - [`ControlService`] (`service.rs`): the `ulvs.v1.Ulvs` implementation; one mutex serialises
+//!   writers; labels are kept here, next to the engine configuration.
+//! - [`ControlError`] (`error.rs`): refusals, and their one mapping to gRPC status codes.
+//! - [`bind_unix`] / [`serve_unix`] (`server.rs`): the unix socket (mode 0600) with gRPC health
+//!   and reflection on the same server.
+//! - [`EngineBackend`]: a backend that drives an engine only (no devices, no routes).
+//!
+//! # Semantics
+//! As ipvsadm: adding an existing service or real server is `ALREADY_EXISTS`; editing or
+//! deleting a missing one is `NOT_FOUND`; an empty scheduler is `wlc`; an unspecified forwarding
+//! method is direct routing (`-g`); a real server's port 0 is the service's port, and direct
+//! routing and tunnelling use the service's port. An edit of a service without labels keeps its
+//! labels. Settings the engine does not implement are `FAILED_PRECONDITION` naming the field.
+
+mod engine_backend;
+mod error;
+mod server;
+mod service;
+pub mod validate;
+
+pub use engine_backend::EngineBackend;
+pub use error::ControlError;
+pub use server::{ServeError, UnixControlSocket, bind_unix, serve_unix};
+pub use service::{ControlService, IPVS_VERSION, VERSION};
 
 use std::future::Future;
 
-use ulvs_engine::{Config, StatsSnapshot};
+use ulvs_engine::{Config, ConfigError, Engine, EngineOptions, StatsSnapshot};
 
 /// Where the control service sends configuration changes: the daemon's dataplane.
 pub trait Backend: Send + Sync + 'static {
@@ -18,6 +45,22 @@ pub trait Backend: Send + Sync + 'static {
         old: &Config,
         new: &Config,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Checks `new` without applying it: `Err` if [`Backend::apply`] would refuse it for a
+    /// reason in the configuration itself. The control service calls it before `apply`, so that
+    /// a refusal can name the request field at fault.
+    ///
+    /// The default runs every engine check, including what the engine does not implement yet
+    /// ([`ConfigError::UnsupportedForward`], ...), by applying `new` to a scratch engine that has
+    /// no connections and is dropped afterwards.
+    fn check(&self, new: &Config) -> Result<(), ConfigError> {
+        let scratch = Engine::new(EngineOptions {
+            max_connections: 0,
+            shards: 1,
+            hash_seed: 0,
+        });
+        scratch.apply_config(new)
+    }
 
     /// Current counters of every service and real server.
     fn stats(&self) -> StatsSnapshot;
