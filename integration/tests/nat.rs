@@ -137,6 +137,45 @@ fn wrr_weights_3_to_1_split_400_connections_3_to_1() -> Result<()> {
 }
 
 #[test]
+fn edited_weight_changes_the_split_of_new_connections() -> Result<()> {
+    let rig = rig(2)?;
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "wrr"])?;
+    for rs in &rig.servers {
+        rig.ulvsadm(&["-a", "-t", &vip, "-r", &rs.tcp(), "-m", "-w", "1"])?;
+    }
+    let even = rig
+        .tcp_probes(vip_tcp(), 20, Duration::from_secs(60))
+        .with_context(|| rig.diagnostics())?;
+    assert_eq!(split(&even), counts(&[("rs1", 10), ("rs2", 10)]));
+
+    rig.ulvsadm(&[
+        "-e",
+        "-t",
+        &vip,
+        "-r",
+        &rig.servers[1].tcp(),
+        "-m",
+        "-w",
+        "3",
+    ])?;
+    let listing = rig.ulvsadm(&["-L", "-n"])?;
+    ensure!(
+        listing
+            .lines()
+            .any(|l| l.contains(&rig.servers[1].tcp()) && l.split_whitespace().nth(3) == Some("3")),
+        "weight 3 not listed for {}:\n{listing}",
+        rig.servers[1].tcp()
+    );
+    let skewed = rig
+        .tcp_probes(vip_tcp(), 40, Duration::from_secs(60))
+        .with_context(|| rig.diagnostics())?;
+    check_nat_replies(&skewed, vip_tcp())?;
+    assert_eq!(split(&skewed), counts(&[("rs1", 10), ("rs2", 30)]));
+    Ok(())
+}
+
+#[test]
 fn sigterm_exits_cleanly_and_removes_routes_and_rules() -> Result<()> {
     require_root()?;
     let mut rig = NatRig::new(Bins::from_env()?, 1)?;
