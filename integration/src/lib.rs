@@ -124,21 +124,63 @@ pub fn wait_until(
     }
 }
 
-/// Runs a command to completion and returns its stdout; a non-zero exit becomes an error that
-/// carries the command line and its stderr.
+/// Longest time [`run_cmd`] lets a command run before killing it.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a command to completion (at most [`CMD_TIMEOUT`], then it is killed) and returns its
+/// stdout; a non-zero exit becomes an error that carries the command line and its stderr.
 pub fn run_cmd(cmd: &mut std::process::Command) -> Result<String> {
+    use std::io::Read;
+    use std::process::Stdio;
+
     let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("failed to start {shown}"))?;
-    if !out.status.success() {
+    // Drain both pipes on threads so a chatty command cannot block on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let mut status = None;
+    let waited = wait_until(&format!("{shown} to finish"), CMD_TIMEOUT, || {
+        status = child.try_wait()?;
+        Ok(status.is_some())
+    });
+    if let Err(e) = waited {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    let status = status.context("command finished without a status")?;
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
         bail!(
-            "{shown} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
+            "{shown} failed ({status}): {}{}",
+            String::from_utf8_lossy(&stderr).trim(),
+            String::from_utf8_lossy(&stdout).trim()
         );
     }
-    String::from_utf8(out.stdout).with_context(|| format!("{shown} printed non-UTF-8"))
+    String::from_utf8(stdout).with_context(|| format!("{shown} printed non-UTF-8"))
 }
