@@ -8,8 +8,9 @@
 //! 6. `cargo xtask integration` (network namespaces; needs root and fails clearly without it)
 
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -40,6 +41,74 @@ pub(crate) fn step(title: &str, cmd: &mut Command) -> Result<()> {
     }
     println!("==> {title}: ok ({:.1?})", start.elapsed());
     Ok(())
+}
+
+/// Tests counted from the `test result:` lines of `cargo test` runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl TestCounts {
+    fn add_line(&mut self, line: &str) {
+        // "test result: ok. 5 passed; 0 failed; 0 ignored; ..."
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: TestCounts) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// Like [`step`] for a `cargo test` command: passes its output through and counts the tests.
+pub(crate) fn test_step(title: &str, cmd: &mut Command) -> Result<TestCounts> {
+    println!("==> {title}");
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{title}`"))?;
+    let mut counts = TestCounts::default();
+    if let Some(out) = child.stdout.take() {
+        let mut stdout = std::io::stdout();
+        for line in BufReader::new(out).lines() {
+            let line = line.with_context(|| format!("read output of `{title}`"))?;
+            counts.add_line(&line);
+            writeln!(stdout, "{line}")?;
+        }
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("wait for `{title}`"))?;
+    if !status.success() {
+        bail!(
+            "step `{title}` failed ({status}): {} passed, {} failed",
+            counts.passed,
+            counts.failed
+        );
+    }
+    println!(
+        "==> {title}: ok ({:.1?}, {} tests passed)",
+        start.elapsed(),
+        counts.passed
+    );
+    Ok(counts)
 }
 
 /// Prints `==> title` and runs an in-process step.
@@ -80,9 +149,31 @@ pub fn run() -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings")
             .args(["doc", "--workspace", "--no-deps"]),
     )?;
-    step("cargo test", cargo().arg("test"))?;
+    let mut counts = test_step("cargo test", cargo().arg("test"))?;
     inline_step("cargo xtask codegen --check", || crate::codegen::run(true))?;
-    inline_step("cargo xtask integration", crate::integration::run)?;
+    inline_step("cargo xtask integration", || {
+        counts.add(crate::integration::run_tests()?);
+        Ok(())
+    })?;
     println!("==> ci: all steps passed in {:.1?}", start.elapsed());
+    // The plain closing line: every test of `cargo test` and of the integration suite.
+    println!("ci: {} passed, {} failed", counts.passed, counts.failed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestCounts;
+
+    #[test]
+    fn counts_test_result_lines_only() {
+        let mut c = TestCounts::default();
+        c.add_line("test result: ok. 5 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        c.add_line(
+            "test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        c.add_line("test foo ... ok");
+        c.add_line("running 7 tests");
+        assert_eq!((c.passed, c.failed), (7, 3));
+    }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::ci::{cargo, step, workspace_root};
+use crate::ci::{TestCounts, cargo, step, test_step, workspace_root};
 
 /// Builds the binaries the rig runs and returns the directory that holds them.
 pub(crate) fn build_bins() -> Result<PathBuf> {
@@ -49,14 +49,25 @@ pub(crate) fn remove_leftovers() -> Result<()> {
 }
 
 pub fn run() -> Result<()> {
+    let counts = run_tests()?;
+    println!(
+        "integration: {} passed, {} failed",
+        counts.passed, counts.failed
+    );
+    Ok(())
+}
+
+/// Builds, cleans up, runs the integration tests and returns their counts.
+pub(crate) fn run_tests() -> Result<TestCounts> {
     ::integration::require_root().context("cargo xtask integration")?;
     let bin_dir = build_bins()?;
     // Fail here, clearly, rather than in every test.
     ::integration::Bins::from_dir(&bin_dir)?;
     remove_leftovers()?;
-    step(
+    // `--tests`: unit, binary and integration tests; the crate has no doctests.
+    test_step(
         &format!(
-            "{}={} cargo test -p integration -- --test-threads=1",
+            "{}={} cargo test -p integration --tests -- --test-threads=1",
             ::integration::BIN_DIR_ENV,
             bin_dir.display()
         ),
@@ -64,6 +75,7 @@ pub fn run() -> Result<()> {
             "test",
             "-p",
             "integration",
+            "--tests",
             "--",
             "--test-threads=1",
         ]),
