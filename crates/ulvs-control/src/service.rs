@@ -176,11 +176,13 @@ fn dest_to_pb(d: &DestConfig, stats: Option<&ulvs_engine::DestStats>) -> pb::Rea
             weight: d.weight,
             upper_threshold: d.upper_threshold,
             lower_threshold: d.lower_threshold,
+            ..Default::default()
         }),
         active_connections: stats.map_or(0, |s| s.active_conns),
         inactive_connections: stats.map_or(0, |s| s.inactive_conns),
         persistent_connections: stats.map_or(0, |s| s.persistent_conns),
         stats: Some(stats_to_pb(&stats.map(|s| s.counters).unwrap_or_default())),
+        ..Default::default()
     }
 }
 
@@ -202,6 +204,7 @@ fn service_to_pb(
         labels: labels
             .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
+        ..Default::default()
     };
     let dest_stats: BTreeMap<_, _> = stats
         .map(|s| s.dests.iter().map(|d| (d.addr, d)).collect())
@@ -214,6 +217,7 @@ fn service_to_pb(
             .map(|d| dest_to_pb(d, dest_stats.get(&d.addr).copied()))
             .collect(),
         stats: Some(stats_to_pb(&stats.map(|s| s.counters).unwrap_or_default())),
+        ..Default::default()
     }
 }
 
@@ -266,6 +270,7 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
                 ipvs_version: IPVS_VERSION.to_owned(),
                 connection_table_size: info.connection_table_size,
                 devices: info.devices,
+                ..Default::default()
             })
         })
         .await
@@ -458,8 +463,93 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
         traced(span("ListServices"), false, async {
             Ok(pb::ListServicesResponse {
                 services: self.list().await,
+                ..Default::default()
             })
         })
         .await
     }
+    // The RPCs below are declared in proto/ulvs/v1/ulvs.proto ahead of their implementation
+    // (issues 3, 4 and 9); until then they answer UNIMPLEMENTED, naming the RPC.
+
+    async fn apply(
+        &self,
+        _request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        Err(not_yet("Apply"))
+    }
+
+    async fn get_timeouts(
+        &self,
+        _request: Request<pb::GetTimeoutsRequest>,
+    ) -> Result<Response<pb::GetTimeoutsResponse>, Status> {
+        Err(not_yet("GetTimeouts"))
+    }
+
+    async fn set_timeouts(
+        &self,
+        _request: Request<pb::SetTimeoutsRequest>,
+    ) -> Result<Response<pb::SetTimeoutsResponse>, Status> {
+        Err(not_yet("SetTimeouts"))
+    }
+
+    async fn get_conntrack_settings(
+        &self,
+        _request: Request<pb::GetConntrackSettingsRequest>,
+    ) -> Result<Response<pb::GetConntrackSettingsResponse>, Status> {
+        Err(not_yet("GetConntrackSettings"))
+    }
+
+    async fn set_conntrack_settings(
+        &self,
+        _request: Request<pb::SetConntrackSettingsRequest>,
+    ) -> Result<Response<pb::SetConntrackSettingsResponse>, Status> {
+        Err(not_yet("SetConntrackSettings"))
+    }
+
+    type ListConnectionsStream = BoxStream<pb::ListConnectionsResponse>;
+
+    async fn list_connections(
+        &self,
+        _request: Request<pb::ListConnectionsRequest>,
+    ) -> Result<Response<Self::ListConnectionsStream>, Status> {
+        Err(not_yet("ListConnections"))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        Err(not_yet("GetStats"))
+    }
+
+    async fn zero_counters(
+        &self,
+        _request: Request<pb::ZeroCountersRequest>,
+    ) -> Result<Response<pb::ZeroCountersResponse>, Status> {
+        Err(not_yet("ZeroCounters"))
+    }
+
+    async fn explain(
+        &self,
+        _request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        Err(not_yet("Explain"))
+    }
+
+    type WatchStream = BoxStream<pb::WatchEvent>;
+
+    async fn watch(
+        &self,
+        _request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(not_yet("Watch"))
+    }
+}
+
+/// A server-streaming response body.
+type BoxStream<T> =
+    std::pin::Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+fn not_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is not implemented by this ulvsd yet"))
 }

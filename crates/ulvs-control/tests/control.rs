@@ -98,11 +98,13 @@ fn masq(address: &str, port: u32, weight: u32) -> pb::RealServerSpec {
 }
 
 async fn list(c: &mut UlvsClient<Channel>) -> Result<Vec<pb::Service>> {
-    Ok(c.list_services(pb::ListServicesRequest {})
-        .await
-        .context("ListServices")?
-        .into_inner()
-        .services)
+    Ok(c.list_services(pb::ListServicesRequest {
+        ..Default::default()
+    })
+    .await
+    .context("ListServices")?
+    .into_inner()
+    .services)
 }
 
 fn spec_of(s: &pb::Service) -> &pb::ServiceSpec {
@@ -142,6 +144,7 @@ async fn add_edit_delete_and_read_back() -> Result<()> {
         c.add_real_server(pb::AddRealServerRequest {
             service: Some(key("198.18.0.10", 80)),
             real_server: Some(masq(addr, 8080, w)),
+            ..Default::default()
         })
         .await?;
     }
@@ -149,6 +152,7 @@ async fn add_edit_delete_and_read_back() -> Result<()> {
     c.add_real_server(pb::AddRealServerRequest {
         service: Some(key("198.18.0.11", 443)),
         real_server: Some(masq("198.18.1.3", 0, 1)),
+        ..Default::default()
     })
     .await?;
 
@@ -172,6 +176,7 @@ async fn add_edit_delete_and_read_back() -> Result<()> {
     // -E: new scheduler; no labels given keeps the labels; real servers are kept.
     c.edit_service(pb::EditServiceRequest {
         service: Some(svc_spec("198.18.0.10", 80, "wrr")),
+        ..Default::default()
     })
     .await?;
     // -e: new weight and thresholds.
@@ -183,6 +188,7 @@ async fn add_edit_delete_and_read_back() -> Result<()> {
     c.edit_real_server(pb::EditRealServerRequest {
         service: Some(key("198.18.0.10", 80)),
         real_server: Some(edited.clone()),
+        ..Default::default()
     })
     .await?;
     let services = list(&mut c).await?;
@@ -202,10 +208,12 @@ async fn add_edit_delete_and_read_back() -> Result<()> {
         service: Some(key("198.18.0.10", 80)),
         address: "198.18.1.1".into(),
         port: 8080,
+        ..Default::default()
     })
     .await?;
     c.delete_service(pb::DeleteServiceRequest {
         key: Some(key("198.18.0.11", 443)),
+        ..Default::default()
     })
     .await?;
     let services = list(&mut c).await?;
@@ -240,6 +248,7 @@ async fn list_services_merges_engine_counters() -> Result<()> {
     c.add_real_server(pb::AddRealServerRequest {
         service: Some(key("198.18.0.10", 80)),
         real_server: Some(masq("198.18.1.1", 8080, 1)),
+        ..Default::default()
     })
     .await?;
 
@@ -290,6 +299,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
     c.add_real_server(pb::AddRealServerRequest {
         service: Some(key("198.18.0.10", 80)),
         real_server: Some(masq("198.18.1.1", 8080, 1)),
+        ..Default::default()
     })
     .await?;
     let before = list(&mut c).await?;
@@ -300,6 +310,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
     let add_rs = |svc: pb::ServiceKey, rs: pb::RealServerSpec| pb::AddRealServerRequest {
         service: Some(svc),
         real_server: Some(rs),
+        ..Default::default()
     };
     let unspecified_protocol = pb::ServiceSpec {
         key: Some(pb::ServiceKey {
@@ -376,6 +387,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
             ),
             c.edit_service(pb::EditServiceRequest {
                 service: Some(svc_spec("198.18.0.99", 80, "rr")),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -388,6 +400,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
             ),
             c.delete_service(pb::DeleteServiceRequest {
                 key: Some(key("198.18.0.99", 80)),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -400,6 +413,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
             ),
             c.delete_service(pb::DeleteServiceRequest {
                 key: Some(key("198.18.0.999", 80)),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -492,6 +506,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
             c.edit_real_server(pb::EditRealServerRequest {
                 service: Some(key("198.18.0.10", 80)),
                 real_server: Some(masq("198.18.1.9", 8080, 1)),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -506,6 +521,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
                 service: Some(key("198.18.0.10", 80)),
                 address: "198.18.1.9".into(),
                 port: 8080,
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -520,6 +536,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
                 service: Some(key("198.18.0.10", 80)),
                 address: "198.18.1.1".into(),
                 port: 70000,
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -563,6 +580,7 @@ async fn engine_refusals_name_the_field() -> Result<()> {
                 forward: pb::ForwardMethod::Unspecified as i32,
                 ..masq("198.18.1.1", 8080, 1)
             }),
+            ..Default::default()
         })
         .await;
     match got {

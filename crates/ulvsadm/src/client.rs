@@ -126,6 +126,7 @@ pub fn spec_to_pb(s: &ServiceSpec) -> pb::ServiceSpec {
         persistence_prefix_len: s.persistence_prefix_len.map_or(0, u32::from),
         one_packet: s.one_packet,
         labels: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -143,6 +144,7 @@ pub fn real_server_to_pb(r: &RealServerSpec) -> pb::RealServerSpec {
         weight: r.weight,
         upper_threshold: r.upper_threshold,
         lower_threshold: r.lower_threshold,
+        ..Default::default()
     }
 }
 
@@ -158,7 +160,7 @@ fn same_service(svc: &pb::Service, key: &ServiceKey) -> bool {
 
 async fn list_services(client: &mut Client) -> Result<Vec<pb::Service>, ClientError> {
     Ok(client
-        .list_services(pb::ListServicesRequest {})
+        .list_services(pb::ListServicesRequest::default())
         .await
         .map_err(|s| rpc_error("ListServices", s))?
         .into_inner()
@@ -229,6 +231,7 @@ pub async fn execute(
             client
                 .edit_service(pb::EditServiceRequest {
                     service: Some(service),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| rpc_error("EditService", s))?;
@@ -237,6 +240,7 @@ pub async fn execute(
             client
                 .delete_service(pb::DeleteServiceRequest {
                     key: Some(key_to_pb(key)),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| rpc_error("DeleteService", s))?;
@@ -246,6 +250,7 @@ pub async fn execute(
                 .add_real_server(pb::AddRealServerRequest {
                     service: Some(key_to_pb(key)),
                     real_server: Some(real_server_to_pb(rs)),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| rpc_error("AddRealServer", s))?;
@@ -255,6 +260,7 @@ pub async fn execute(
                 .edit_real_server(pb::EditRealServerRequest {
                     service: Some(key_to_pb(key)),
                     real_server: Some(real_server_to_pb(rs)),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| rpc_error("EditRealServer", s))?;
@@ -269,6 +275,7 @@ pub async fn execute(
                     service: Some(key_to_pb(service)),
                     address: addr.to_string(),
                     port: (*port).into(),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| rpc_error("DeleteRealServer", s))?;
@@ -354,6 +361,7 @@ mod tests {
                 weight: 7,
                 upper_threshold: 100,
                 lower_threshold: 50,
+                ..Default::default()
             }
         );
     }

@@ -30,11 +30,13 @@ fn rs(
             weight,
             upper_threshold: 0,
             lower_threshold: 0,
+            ..Default::default()
         }),
         active_connections: active,
         inactive_connections: inactive,
         persistent_connections: 0,
         stats: None,
+        ..Default::default()
     }
 }
 
@@ -55,9 +57,11 @@ fn svc(
             persistence_prefix_len: persistence.1,
             one_packet,
             labels: HashMap::new(),
+            ..Default::default()
         }),
         real_servers,
         stats: None,
+        ..Default::default()
     }
 }
 
@@ -114,6 +118,7 @@ fn info() -> pb::GetInfoResponse {
         ipvs_version: "1.2.1".into(),
         connection_table_size: 4096,
         devices: vec!["ulvs0".into()],
+        ..Default::default()
     }
 }
 

@@ -39,6 +39,13 @@ pub struct ServiceSpec {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// FULLNAT local addresses (DPVS -P/-Q): source addresses used towards FULLNAT real servers.
+    #[prost(string, repeated, tag = "8")]
+    pub local_addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// New connections per second allowed for this service; 0 means no cap. Packets of new
+    /// connections above it are a counted drop.
+    #[prost(uint32, tag = "9")]
+    pub max_new_connections_per_second: u32,
 }
 /// The settings of a real server.
 #[allow(clippy::all)]
@@ -59,6 +66,14 @@ pub struct RealServerSpec {
     /// Lower connection threshold (ipvsadm -y); 0 means none.
     #[prost(uint32, tag = "6")]
     pub lower_threshold: u32,
+    /// Tunnel settings, for FORWARD_METHOD_TUNNEL.
+    #[prost(enumeration = "TunnelType", tag = "7")]
+    pub tunnel_type: i32,
+    /// GUE destination port (ipvsadm --tun-port).
+    #[prost(uint32, tag = "8")]
+    pub tunnel_port: u32,
+    #[prost(enumeration = "TunnelChecksum", tag = "9")]
+    pub tunnel_checksum: i32,
 }
 /// Traffic counters.
 #[allow(clippy::all)]
@@ -74,6 +89,21 @@ pub struct Stats {
     pub in_bytes: u64,
     #[prost(uint64, tag = "5")]
     pub out_bytes: u64,
+}
+/// Estimated rates (ipvsadm --rate), per second.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Rates {
+    #[prost(uint64, tag = "1")]
+    pub connections_per_second: u64,
+    #[prost(uint64, tag = "2")]
+    pub in_packets_per_second: u64,
+    #[prost(uint64, tag = "3")]
+    pub out_packets_per_second: u64,
+    #[prost(uint64, tag = "4")]
+    pub in_bytes_per_second: u64,
+    #[prost(uint64, tag = "5")]
+    pub out_bytes_per_second: u64,
 }
 /// A real server as the daemon has it.
 #[allow(clippy::all)]
@@ -92,6 +122,10 @@ pub struct RealServer {
     pub persistent_connections: u32,
     #[prost(message, optional, tag = "5")]
     pub stats: ::core::option::Option<Stats>,
+    #[prost(message, optional, tag = "6")]
+    pub rates: ::core::option::Option<Rates>,
+    #[prost(enumeration = "RealServerState", tag = "7")]
+    pub state: i32,
 }
 /// A virtual service as the daemon has it.
 #[allow(clippy::all)]
@@ -103,6 +137,12 @@ pub struct Service {
     pub real_servers: ::prost::alloc::vec::Vec<RealServer>,
     #[prost(message, optional, tag = "3")]
     pub stats: ::core::option::Option<Stats>,
+    #[prost(message, optional, tag = "4")]
+    pub rates: ::core::option::Option<Rates>,
+    /// Bumped on every change of the service or of its real servers. A write may name the
+    /// generation it read (expected_generation); a mismatch fails with FAILED_PRECONDITION.
+    #[prost(uint64, tag = "5")]
+    pub generation: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -122,6 +162,12 @@ pub struct GetInfoResponse {
     /// Names of the TUN/TAP devices the daemon drives.
     #[prost(string, repeated, tag = "4")]
     pub devices: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Seconds since the daemon started.
+    #[prost(uint64, tag = "5")]
+    pub uptime_seconds: u64,
+    /// Worker queues per device.
+    #[prost(uint32, tag = "6")]
+    pub queues: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -137,6 +183,9 @@ pub struct AddServiceResponse {}
 pub struct EditServiceRequest {
     #[prost(message, optional, tag = "1")]
     pub service: ::core::option::Option<ServiceSpec>,
+    /// If non-zero, the edit applies only if the service's generation still is this one.
+    #[prost(uint64, tag = "2")]
+    pub expected_generation: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -146,6 +195,8 @@ pub struct EditServiceResponse {}
 pub struct DeleteServiceRequest {
     #[prost(message, optional, tag = "1")]
     pub key: ::core::option::Option<ServiceKey>,
+    #[prost(uint64, tag = "2")]
+    pub expected_generation: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -157,6 +208,9 @@ pub struct AddRealServerRequest {
     pub service: ::core::option::Option<ServiceKey>,
     #[prost(message, optional, tag = "2")]
     pub real_server: ::core::option::Option<RealServerSpec>,
+    /// Generation of the service (see Service.generation); 0 means do not check.
+    #[prost(uint64, tag = "3")]
+    pub expected_generation: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -168,6 +222,8 @@ pub struct EditRealServerRequest {
     pub service: ::core::option::Option<ServiceKey>,
     #[prost(message, optional, tag = "2")]
     pub real_server: ::core::option::Option<RealServerSpec>,
+    #[prost(uint64, tag = "3")]
+    pub expected_generation: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -181,6 +237,8 @@ pub struct DeleteRealServerRequest {
     pub address: ::prost::alloc::string::String,
     #[prost(uint32, tag = "3")]
     pub port: u32,
+    #[prost(uint64, tag = "4")]
+    pub expected_generation: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -192,13 +250,368 @@ pub struct ClearRequest {}
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ClearResponse {}
 #[allow(clippy::all)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct ListServicesRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListServicesRequest {
+    /// Only services carrying all of these labels; empty means all.
+    #[prost(map = "string, string", tag = "1")]
+    pub label_selector: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListServicesResponse {
     #[prost(message, repeated, tag = "1")]
     pub services: ::prost::alloc::vec::Vec<Service>,
+    /// Generation of the whole configuration (bumped on every change).
+    #[prost(uint64, tag = "2")]
+    pub generation: u64,
+}
+/// One change of a batch.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Change {
+    #[prost(oneof = "change::Change", tags = "1, 2, 3, 4, 5, 6, 7")]
+    pub change: ::core::option::Option<change::Change>,
+}
+/// Nested message and enum types in `Change`.
+pub mod change {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Change {
+        #[prost(message, tag = "1")]
+        AddService(super::AddServiceRequest),
+        #[prost(message, tag = "2")]
+        EditService(super::EditServiceRequest),
+        #[prost(message, tag = "3")]
+        DeleteService(super::DeleteServiceRequest),
+        #[prost(message, tag = "4")]
+        AddRealServer(super::AddRealServerRequest),
+        #[prost(message, tag = "5")]
+        EditRealServer(super::EditRealServerRequest),
+        #[prost(message, tag = "6")]
+        DeleteRealServer(super::DeleteRealServerRequest),
+        #[prost(message, tag = "7")]
+        Clear(super::ClearRequest),
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ApplyRequest {
+    /// Applied in order, as one transaction.
+    #[prost(message, repeated, tag = "1")]
+    pub changes: ::prost::alloc::vec::Vec<Change>,
+    /// If non-zero, the batch applies only if the configuration's generation still is this one.
+    #[prost(uint64, tag = "2")]
+    pub expected_generation: u64,
+    /// Check everything and report the outcome, but change nothing.
+    #[prost(bool, tag = "3")]
+    pub dry_run: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ApplyResponse {
+    /// The configuration's generation after the batch.
+    #[prost(uint64, tag = "1")]
+    pub generation: u64,
+}
+/// Connection-table timeouts in seconds; 0 in a SetTimeouts request keeps the current value.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Timeouts {
+    #[prost(uint32, tag = "1")]
+    pub tcp: u32,
+    #[prost(uint32, tag = "2")]
+    pub tcp_fin: u32,
+    #[prost(uint32, tag = "3")]
+    pub udp: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetTimeoutsRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetTimeoutsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub timeouts: ::core::option::Option<Timeouts>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetTimeoutsRequest {
+    #[prost(message, optional, tag = "1")]
+    pub timeouts: ::core::option::Option<Timeouts>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetTimeoutsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub timeouts: ::core::option::Option<Timeouts>,
+}
+/// Connection-table behaviour.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConntrackSettings {
+    /// Maximum number of connection entries (read-only: set at daemon start).
+    #[prost(uint64, tag = "1")]
+    pub max_connections: u64,
+    /// Expire the connections of a removed (or quiescent, see below) real server at once, so
+    /// their flows are rescheduled rather than stranded (IPVS expire_nodest_conn).
+    #[prost(bool, tag = "2")]
+    pub expire_nodest_conn: bool,
+    /// Expire persistence templates pointing at a quiescent real server (IPVS
+    /// expire_quiescent_template).
+    #[prost(bool, tag = "3")]
+    pub expire_quiescent_template: bool,
+    /// Reschedule a new connection (SYN) that reuses the tuple of an old one in TIME_WAIT/CLOSE or
+    /// to an unavailable real server (IPVS conn_reuse_mode).
+    #[prost(bool, tag = "4")]
+    pub conn_reuse_reschedule: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetConntrackSettingsRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetConntrackSettingsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub settings: ::core::option::Option<ConntrackSettings>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetConntrackSettingsRequest {
+    #[prost(message, optional, tag = "1")]
+    pub settings: ::core::option::Option<ConntrackSettings>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetConntrackSettingsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub settings: ::core::option::Option<ConntrackSettings>,
+}
+/// One connection-table entry.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Connection {
+    #[prost(enumeration = "Protocol", tag = "1")]
+    pub protocol: i32,
+    #[prost(string, tag = "2")]
+    pub client_address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub client_port: u32,
+    #[prost(string, tag = "4")]
+    pub virtual_address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "5")]
+    pub virtual_port: u32,
+    /// FULLNAT: the local address and port used towards the real server.
+    #[prost(string, tag = "6")]
+    pub local_address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "7")]
+    pub local_port: u32,
+    #[prost(string, tag = "8")]
+    pub real_server_address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "9")]
+    pub real_server_port: u32,
+    #[prost(enumeration = "ForwardMethod", tag = "10")]
+    pub forward: i32,
+    /// IPVS state name: "ESTABLISHED", "SYN_RECV", ..., "UDP", or "NONE" for templates.
+    #[prost(string, tag = "11")]
+    pub state: ::prost::alloc::string::String,
+    /// Milliseconds until the entry expires if idle.
+    #[prost(uint64, tag = "12")]
+    pub expires_in_ms: u64,
+    /// A persistence template rather than a connection.
+    #[prost(bool, tag = "13")]
+    pub template: bool,
+    #[prost(uint64, tag = "14")]
+    pub in_packets: u64,
+    #[prost(uint64, tag = "15")]
+    pub out_packets: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListConnectionsRequest {
+    /// Only connections of this service, if set.
+    #[prost(message, optional, tag = "1")]
+    pub service: ::core::option::Option<ServiceKey>,
+    /// Include persistence templates.
+    #[prost(bool, tag = "2")]
+    pub include_templates: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListConnectionsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub connections: ::prost::alloc::vec::Vec<Connection>,
+}
+/// A drop counter.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DropCount {
+    /// Stable snake_case reason ("table_full", "no_service", ...).
+    #[prost(string, tag = "1")]
+    pub reason: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub packets: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetStatsRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetStatsResponse {
+    #[prost(message, optional, tag = "1")]
+    pub totals: ::core::option::Option<Stats>,
+    #[prost(message, optional, tag = "2")]
+    pub rates: ::core::option::Option<Rates>,
+    #[prost(message, repeated, tag = "3")]
+    pub drops: ::prost::alloc::vec::Vec<DropCount>,
+    #[prost(uint64, tag = "4")]
+    pub connections: u64,
+    #[prost(uint64, tag = "5")]
+    pub max_connections: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ZeroCountersRequest {
+    /// The service to zero; all services if unset.
+    #[prost(message, optional, tag = "1")]
+    pub service: ::core::option::Option<ServiceKey>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ZeroCountersResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExplainRequest {
+    #[prost(message, optional, tag = "1")]
+    pub service: ::core::option::Option<ServiceKey>,
+    #[prost(string, tag = "2")]
+    pub client_address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub client_port: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExplainResponse {
+    #[prost(enumeration = "explain_response::Outcome", tag = "1")]
+    pub outcome: i32,
+    /// The real server that would get the connection (unset for OUTCOME_NO_DESTINATION).
+    #[prost(string, tag = "2")]
+    pub real_server_address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub real_server_port: u32,
+    /// The scheduler's name.
+    #[prost(string, tag = "4")]
+    pub scheduler: ::prost::alloc::string::String,
+    /// Human-readable reasoning, one step per line ("wlc: overhead 0\*256+2=2 is the least").
+    #[prost(string, repeated, tag = "5")]
+    pub reasons: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Nested message and enum types in `ExplainResponse`.
+pub mod explain_response {
+    #[allow(clippy::all)]
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        PartialEq,
+        Eq,
+        Hash,
+        PartialOrd,
+        Ord,
+        ::prost::Enumeration
+    )]
+    #[repr(i32)]
+    pub enum Outcome {
+        Unspecified = 0,
+        /// A live connection with this tuple exists; packets keep going to its real server.
+        ExistingConnection = 1,
+        /// A persistence template for this client picks the real server.
+        Persistence = 2,
+        /// The scheduler would pick the real server.
+        Scheduled = 3,
+        /// No real server can take the connection (all quiescent or overloaded); it would be dropped.
+        NoDestination = 4,
+    }
+    impl Outcome {
+        /// String value of the enum field names used in the ProtoBuf definition.
+        ///
+        /// The values are not transformed in any way and thus are considered stable
+        /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+        pub fn as_str_name(&self) -> &'static str {
+            match self {
+                Self::Unspecified => "OUTCOME_UNSPECIFIED",
+                Self::ExistingConnection => "OUTCOME_EXISTING_CONNECTION",
+                Self::Persistence => "OUTCOME_PERSISTENCE",
+                Self::Scheduled => "OUTCOME_SCHEDULED",
+                Self::NoDestination => "OUTCOME_NO_DESTINATION",
+            }
+        }
+        /// Creates an enum from field names used in the ProtoBuf definition.
+        pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+            match value {
+                "OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
+                "OUTCOME_EXISTING_CONNECTION" => Some(Self::ExistingConnection),
+                "OUTCOME_PERSISTENCE" => Some(Self::Persistence),
+                "OUTCOME_SCHEDULED" => Some(Self::Scheduled),
+                "OUTCOME_NO_DESTINATION" => Some(Self::NoDestination),
+                _ => None,
+            }
+        }
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchRequest {
+    /// Start with one event per existing service (as ServiceAdded).
+    #[prost(bool, tag = "1")]
+    pub include_initial: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WatchEvent {
+    /// Configuration generation after the change.
+    #[prost(uint64, tag = "1")]
+    pub generation: u64,
+    /// Milliseconds since the Unix epoch.
+    #[prost(uint64, tag = "2")]
+    pub unix_time_ms: u64,
+    #[prost(oneof = "watch_event::Event", tags = "3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    pub event: ::core::option::Option<watch_event::Event>,
+}
+/// Nested message and enum types in `WatchEvent`.
+pub mod watch_event {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Event {
+        #[prost(message, tag = "3")]
+        ServiceAdded(super::Service),
+        #[prost(message, tag = "4")]
+        ServiceUpdated(super::Service),
+        #[prost(message, tag = "5")]
+        ServiceDeleted(super::ServiceKey),
+        #[prost(message, tag = "6")]
+        RealServerAdded(super::RealServerEvent),
+        #[prost(message, tag = "7")]
+        RealServerUpdated(super::RealServerEvent),
+        #[prost(message, tag = "8")]
+        RealServerDeleted(super::RealServerEvent),
+        #[prost(message, tag = "9")]
+        Cleared(super::ClearRequest),
+        #[prost(message, tag = "10")]
+        TimeoutsChanged(super::Timeouts),
+        #[prost(message, tag = "11")]
+        RealServerStateChanged(super::RealServerEvent),
+    }
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RealServerEvent {
+    #[prost(message, optional, tag = "1")]
+    pub service: ::core::option::Option<ServiceKey>,
+    #[prost(message, optional, tag = "2")]
+    pub real_server: ::core::option::Option<RealServer>,
 }
 /// Transport protocol of a virtual service.
 #[allow(clippy::all)]
@@ -268,6 +681,113 @@ impl ForwardMethod {
             "FORWARD_METHOD_ROUTE" => Some(Self::Route),
             "FORWARD_METHOD_TUNNEL" => Some(Self::Tunnel),
             "FORWARD_METHOD_FULLNAT" => Some(Self::Fullnat),
+            _ => None,
+        }
+    }
+}
+/// Tunnel encapsulation of a tunnel-mode real server (ipvsadm --tun-type).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum TunnelType {
+    /// IPIP
+    Unspecified = 0,
+    Ipip = 1,
+    Gue = 2,
+    Gre = 3,
+}
+impl TunnelType {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "TUNNEL_TYPE_UNSPECIFIED",
+            Self::Ipip => "TUNNEL_TYPE_IPIP",
+            Self::Gue => "TUNNEL_TYPE_GUE",
+            Self::Gre => "TUNNEL_TYPE_GRE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "TUNNEL_TYPE_UNSPECIFIED" => Some(Self::Unspecified),
+            "TUNNEL_TYPE_IPIP" => Some(Self::Ipip),
+            "TUNNEL_TYPE_GUE" => Some(Self::Gue),
+            "TUNNEL_TYPE_GRE" => Some(Self::Gre),
+            _ => None,
+        }
+    }
+}
+/// Tunnel checksum option (ipvsadm --tun-nocsum / --tun-csum / --tun-remcsum).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum TunnelChecksum {
+    /// no checksum
+    Unspecified = 0,
+    None = 1,
+    Csum = 2,
+    Remcsum = 3,
+}
+impl TunnelChecksum {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "TUNNEL_CHECKSUM_UNSPECIFIED",
+            Self::None => "TUNNEL_CHECKSUM_NONE",
+            Self::Csum => "TUNNEL_CHECKSUM_CSUM",
+            Self::Remcsum => "TUNNEL_CHECKSUM_REMCSUM",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "TUNNEL_CHECKSUM_UNSPECIFIED" => Some(Self::Unspecified),
+            "TUNNEL_CHECKSUM_NONE" => Some(Self::None),
+            "TUNNEL_CHECKSUM_CSUM" => Some(Self::Csum),
+            "TUNNEL_CHECKSUM_REMCSUM" => Some(Self::Remcsum),
+            _ => None,
+        }
+    }
+}
+/// Whether a real server takes new connections right now.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RealServerState {
+    Unspecified = 0,
+    /// Weight above 0 and under its upper threshold.
+    Available = 1,
+    /// Weight 0: existing connections continue, no new ones.
+    Quiescent = 2,
+    /// Over its upper threshold, until it drops under the lower one.
+    Overloaded = 3,
+}
+impl RealServerState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "REAL_SERVER_STATE_UNSPECIFIED",
+            Self::Available => "REAL_SERVER_STATE_AVAILABLE",
+            Self::Quiescent => "REAL_SERVER_STATE_QUIESCENT",
+            Self::Overloaded => "REAL_SERVER_STATE_OVERLOADED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "REAL_SERVER_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "REAL_SERVER_STATE_AVAILABLE" => Some(Self::Available),
+            "REAL_SERVER_STATE_QUIESCENT" => Some(Self::Quiescent),
+            "REAL_SERVER_STATE_OVERLOADED" => Some(Self::Overloaded),
             _ => None,
         }
     }
@@ -573,6 +1093,233 @@ pub mod ulvs_client {
             req.extensions_mut().insert(GrpcMethod::new("ulvs.v1.Ulvs", "ListServices"));
             self.inner.unary(req, path, codec).await
         }
+        /// Apply a list of changes atomically: all of them take effect, or none does (ipvsadm -R,
+        /// the agent's apply).
+        pub async fn apply(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ApplyRequest>,
+        ) -> std::result::Result<tonic::Response<super::ApplyResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/ulvs.v1.Ulvs/Apply");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ulvs.v1.Ulvs", "Apply"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Connection-table timeouts (ipvsadm --set / -L --timeout).
+        pub async fn get_timeouts(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetTimeoutsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTimeoutsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/ulvs.v1.Ulvs/GetTimeouts");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ulvs.v1.Ulvs", "GetTimeouts"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn set_timeouts(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetTimeoutsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetTimeoutsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/ulvs.v1.Ulvs/SetTimeouts");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ulvs.v1.Ulvs", "SetTimeouts"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Connection-table behaviour: limits, real-server removal and port reuse.
+        pub async fn get_conntrack_settings(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetConntrackSettingsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetConntrackSettingsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ulvs.v1.Ulvs/GetConntrackSettings",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("ulvs.v1.Ulvs", "GetConntrackSettings"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn set_conntrack_settings(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetConntrackSettingsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetConntrackSettingsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ulvs.v1.Ulvs/SetConntrackSettings",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("ulvs.v1.Ulvs", "SetConntrackSettings"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Stream the connection table (ipvsadm -L -c), in batches.
+        pub async fn list_connections(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListConnectionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::ListConnectionsResponse>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ulvs.v1.Ulvs/ListConnections",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("ulvs.v1.Ulvs", "ListConnections"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// Daemon-wide counters: totals, rates, drops by reason, connection-table fill.
+        pub async fn get_stats(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetStatsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetStatsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/ulvs.v1.Ulvs/GetStats");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ulvs.v1.Ulvs", "GetStats"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Zero the counters of one service or of all (ipvsadm -Z).
+        pub async fn zero_counters(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ZeroCountersRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ZeroCountersResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/ulvs.v1.Ulvs/ZeroCounters",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ulvs.v1.Ulvs", "ZeroCounters"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Which real server would a new connection from this client get, and why? Creates no state.
+        pub async fn explain(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ExplainRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ExplainResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/ulvs.v1.Ulvs/Explain");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ulvs.v1.Ulvs", "Explain"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Stream configuration changes and real-server state changes as they happen.
+        pub async fn watch(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WatchRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::WatchEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/ulvs.v1.Ulvs/Watch");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("ulvs.v1.Ulvs", "Watch"));
+            self.inner.server_streaming(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -654,6 +1401,88 @@ pub mod ulvs_server {
             tonic::Response<super::ListServicesResponse>,
             tonic::Status,
         >;
+        /// Apply a list of changes atomically: all of them take effect, or none does (ipvsadm -R,
+        /// the agent's apply).
+        async fn apply(
+            &self,
+            request: tonic::Request<super::ApplyRequest>,
+        ) -> std::result::Result<tonic::Response<super::ApplyResponse>, tonic::Status>;
+        /// Connection-table timeouts (ipvsadm --set / -L --timeout).
+        async fn get_timeouts(
+            &self,
+            request: tonic::Request<super::GetTimeoutsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTimeoutsResponse>,
+            tonic::Status,
+        >;
+        async fn set_timeouts(
+            &self,
+            request: tonic::Request<super::SetTimeoutsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetTimeoutsResponse>,
+            tonic::Status,
+        >;
+        /// Connection-table behaviour: limits, real-server removal and port reuse.
+        async fn get_conntrack_settings(
+            &self,
+            request: tonic::Request<super::GetConntrackSettingsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetConntrackSettingsResponse>,
+            tonic::Status,
+        >;
+        async fn set_conntrack_settings(
+            &self,
+            request: tonic::Request<super::SetConntrackSettingsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetConntrackSettingsResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the ListConnections method.
+        type ListConnectionsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::ListConnectionsResponse, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Stream the connection table (ipvsadm -L -c), in batches.
+        async fn list_connections(
+            &self,
+            request: tonic::Request<super::ListConnectionsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::ListConnectionsStream>,
+            tonic::Status,
+        >;
+        /// Daemon-wide counters: totals, rates, drops by reason, connection-table fill.
+        async fn get_stats(
+            &self,
+            request: tonic::Request<super::GetStatsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetStatsResponse>,
+            tonic::Status,
+        >;
+        /// Zero the counters of one service or of all (ipvsadm -Z).
+        async fn zero_counters(
+            &self,
+            request: tonic::Request<super::ZeroCountersRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ZeroCountersResponse>,
+            tonic::Status,
+        >;
+        /// Which real server would a new connection from this client get, and why? Creates no state.
+        async fn explain(
+            &self,
+            request: tonic::Request<super::ExplainRequest>,
+        ) -> std::result::Result<tonic::Response<super::ExplainResponse>, tonic::Status>;
+        /// Server streaming response type for the Watch method.
+        type WatchStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::WatchEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Stream configuration changes and real-server state changes as they happen.
+        async fn watch(
+            &self,
+            request: tonic::Request<super::WatchRequest>,
+        ) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status>;
     }
     /// The control service of one ulvsd.
     #[derive(Debug)]
@@ -1123,6 +1952,447 @@ pub mod ulvs_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/Apply" => {
+                    #[allow(non_camel_case_types)]
+                    struct ApplySvc<T: Ulvs>(pub Arc<T>);
+                    impl<T: Ulvs> tonic::server::UnaryService<super::ApplyRequest>
+                    for ApplySvc<T> {
+                        type Response = super::ApplyResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ApplyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::apply(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ApplySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/GetTimeouts" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetTimeoutsSvc<T: Ulvs>(pub Arc<T>);
+                    impl<T: Ulvs> tonic::server::UnaryService<super::GetTimeoutsRequest>
+                    for GetTimeoutsSvc<T> {
+                        type Response = super::GetTimeoutsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetTimeoutsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::get_timeouts(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetTimeoutsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/SetTimeouts" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetTimeoutsSvc<T: Ulvs>(pub Arc<T>);
+                    impl<T: Ulvs> tonic::server::UnaryService<super::SetTimeoutsRequest>
+                    for SetTimeoutsSvc<T> {
+                        type Response = super::SetTimeoutsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetTimeoutsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::set_timeouts(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetTimeoutsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/GetConntrackSettings" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetConntrackSettingsSvc<T: Ulvs>(pub Arc<T>);
+                    impl<
+                        T: Ulvs,
+                    > tonic::server::UnaryService<super::GetConntrackSettingsRequest>
+                    for GetConntrackSettingsSvc<T> {
+                        type Response = super::GetConntrackSettingsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetConntrackSettingsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::get_conntrack_settings(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetConntrackSettingsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/SetConntrackSettings" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetConntrackSettingsSvc<T: Ulvs>(pub Arc<T>);
+                    impl<
+                        T: Ulvs,
+                    > tonic::server::UnaryService<super::SetConntrackSettingsRequest>
+                    for SetConntrackSettingsSvc<T> {
+                        type Response = super::SetConntrackSettingsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetConntrackSettingsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::set_conntrack_settings(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetConntrackSettingsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/ListConnections" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListConnectionsSvc<T: Ulvs>(pub Arc<T>);
+                    impl<
+                        T: Ulvs,
+                    > tonic::server::ServerStreamingService<
+                        super::ListConnectionsRequest,
+                    > for ListConnectionsSvc<T> {
+                        type Response = super::ListConnectionsResponse;
+                        type ResponseStream = T::ListConnectionsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListConnectionsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::list_connections(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListConnectionsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/GetStats" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetStatsSvc<T: Ulvs>(pub Arc<T>);
+                    impl<T: Ulvs> tonic::server::UnaryService<super::GetStatsRequest>
+                    for GetStatsSvc<T> {
+                        type Response = super::GetStatsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetStatsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::get_stats(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetStatsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/ZeroCounters" => {
+                    #[allow(non_camel_case_types)]
+                    struct ZeroCountersSvc<T: Ulvs>(pub Arc<T>);
+                    impl<T: Ulvs> tonic::server::UnaryService<super::ZeroCountersRequest>
+                    for ZeroCountersSvc<T> {
+                        type Response = super::ZeroCountersResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ZeroCountersRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::zero_counters(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ZeroCountersSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/Explain" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExplainSvc<T: Ulvs>(pub Arc<T>);
+                    impl<T: Ulvs> tonic::server::UnaryService<super::ExplainRequest>
+                    for ExplainSvc<T> {
+                        type Response = super::ExplainResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ExplainRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::explain(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExplainSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/ulvs.v1.Ulvs/Watch" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchSvc<T: Ulvs>(pub Arc<T>);
+                    impl<
+                        T: Ulvs,
+                    > tonic::server::ServerStreamingService<super::WatchRequest>
+                    for WatchSvc<T> {
+                        type Response = super::WatchEvent;
+                        type ResponseStream = T::WatchStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WatchRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Ulvs>::watch(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)
