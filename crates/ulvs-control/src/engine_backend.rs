@@ -48,6 +48,7 @@ impl Backend for EngineBackend {
         BackendInfo {
             connection_table_size: self.connection_table_size,
             devices: Vec::new(),
+            queues: 0,
         }
     }
 }

@@ -30,6 +30,15 @@ pub enum ControlError {
     /// The service or real server exists already (`ALREADY_EXISTS`).
     #[error("{0}")]
     AlreadyExists(String),
+    /// A write named a generation (`expected_generation`) that is no longer current: someone
+    /// else changed the object since it was read (`FAILED_PRECONDITION`).
+    #[error("{field}: {message}")]
+    StaleGeneration {
+        /// Path of the `expected_generation` field, for example `expected_generation`.
+        field: String,
+        /// What the generation is now.
+        message: String,
+    },
     /// The backend could not make the new configuration live; the old one stays
     /// (`FAILED_PRECONDITION`).
     #[error("the daemon could not apply the change: {0}")]
@@ -48,6 +57,36 @@ impl ControlError {
         }
     }
 
+    /// The same error about a field of a nested message at `prefix` (for example
+    /// `changes[3].add_service`): field paths get the prefix, and messages without a field
+    /// start with it.
+    pub fn prefixed(self, prefix: &str) -> Self {
+        let join = |field: String| {
+            if field.is_empty() {
+                prefix.to_owned()
+            } else {
+                format!("{prefix}.{field}")
+            }
+        };
+        match self {
+            ControlError::InvalidArgument { field, message } => ControlError::InvalidArgument {
+                field: join(field),
+                message,
+            },
+            ControlError::Unsupported { field, message } => ControlError::Unsupported {
+                field: join(field),
+                message,
+            },
+            ControlError::StaleGeneration { field, message } => ControlError::StaleGeneration {
+                field: join(field),
+                message,
+            },
+            ControlError::NotFound(m) => ControlError::NotFound(format!("{prefix}: {m}")),
+            ControlError::AlreadyExists(m) => ControlError::AlreadyExists(format!("{prefix}: {m}")),
+            other @ (ControlError::Backend(_) | ControlError::Internal(_)) => other,
+        }
+    }
+
     /// The gRPC status code of this error.
     pub fn code(&self) -> Code {
         match self {
@@ -55,6 +94,7 @@ impl ControlError {
             ControlError::Unsupported { .. } => Code::FailedPrecondition,
             ControlError::NotFound(_) => Code::NotFound,
             ControlError::AlreadyExists(_) => Code::AlreadyExists,
+            ControlError::StaleGeneration { .. } => Code::FailedPrecondition,
             ControlError::Backend(_) => Code::FailedPrecondition,
             ControlError::Internal(_) => Code::Internal,
         }

@@ -76,6 +76,8 @@ pub struct BackendInfo {
     pub connection_table_size: u32,
     /// Names of the TUN/TAP devices the daemon drives.
     pub devices: Vec<String>,
+    /// Worker queues per device (0 without a dataplane).
+    pub queues: u32,
 }
 
 /// A backend could not make a configuration live.

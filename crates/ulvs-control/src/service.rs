@@ -1,23 +1,28 @@
 //! `ControlService`: the `ulvs.v1.Ulvs` gRPC service over a [`Backend`].
 //!
-//! Writers are serialised by one tokio mutex around the desired state (engine configuration
-//! plus labels). Every change builds a whole new [`Config`], checks it, hands it to
-//! [`Backend::apply`] and stores it only if that succeeds, inside a spawned task so that a client
-//! hanging up mid-request cannot leave the backend half-applied.
+//! Writers are serialised by one tokio mutex around the desired state (engine configuration,
+//! labels and generations). Every write, a single RPC or an `Apply` batch, is a list of
+//! validated [`Change`]s run by one transaction: the changes are applied in order to a copy of
+//! the state, the whole result is checked, handed to [`Backend::apply`] and stored only if that
+//! succeeds. It runs inside a spawned task so that a client hanging up mid-request cannot leave
+//! the backend half-applied. A committed transaction bumps the configuration's generation by
+//! one, gives every service it touched that generation, and publishes its events to `Watch`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast, mpsc};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span, field};
 use ulvs_engine::{
-    Config, Counters, DestConfig, ForwardMethod, Protocol, ServiceConfig, ServiceKey,
+    Config, Counters, DestConfig, ForwardMethod, Protocol, ServiceConfig, ServiceKey, StatsSnapshot,
 };
 use ulvs_proto::v1 as pb;
 
-use crate::validate::{self, Labels, Paths};
+use crate::validate::{self, Change, Labels};
 use crate::{Backend, ControlError};
 
 /// The IPVS version whose semantics and formats ulvs follows.
@@ -26,18 +31,40 @@ pub const IPVS_VERSION: &str = "1.2.1";
 /// The ulvs version reported by `GetInfo`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Events a slow `Watch` client may fall behind by before its stream ends with `ABORTED`.
+const WATCH_BUFFER: usize = 4096;
+
+/// How often real-server states (available / quiescent / overloaded) are sampled for `Watch`.
+const STATE_POLL: Duration = Duration::from_secs(1);
+
 /// The desired state: what was last applied successfully.
 #[derive(Debug, Default, Clone)]
 struct State {
     config: Config,
     labels: HashMap<ServiceKey, Labels>,
+    /// Generation of each service: the configuration generation of its last change.
+    generations: HashMap<ServiceKey, u64>,
+    /// Generation of the whole configuration: the number of committed writes.
+    generation: u64,
 }
+
+/// Real servers flagged overloaded (IPVS's `IP_VS_DEST_F_OVERLOAD` hysteresis, as seen by the
+/// control plane from the connection counts).
+type Overloaded = BTreeSet<(ServiceKey, SocketAddr)>;
+
+/// The last sampled state of each real server, by (service, address, port), for `Watch`.
+type Sampled = HashMap<(pb::ServiceKey, String, u32), i32>;
 
 /// The `ulvs.v1.Ulvs` service. Cheap to clone; clones share state.
 #[derive(Debug)]
 pub struct ControlService<B> {
     backend: Arc<B>,
     state: Arc<Mutex<State>>,
+    events: broadcast::Sender<pb::WatchEvent>,
+    overloaded: Arc<std::sync::Mutex<Overloaded>>,
+    sampled: Arc<std::sync::Mutex<Option<Sampled>>>,
+    poller: Arc<std::sync::Once>,
+    started: Instant,
 }
 
 impl<B> Clone for ControlService<B> {
@@ -45,8 +72,20 @@ impl<B> Clone for ControlService<B> {
         ControlService {
             backend: Arc::clone(&self.backend),
             state: Arc::clone(&self.state),
+            events: self.events.clone(),
+            overloaded: Arc::clone(&self.overloaded),
+            sampled: Arc::clone(&self.sampled),
+            poller: Arc::clone(&self.poller),
+            started: self.started,
         }
     }
+}
+
+/// What a committed (or dry-run) transaction produced.
+#[derive(Debug)]
+struct Committed {
+    /// The configuration's generation after it.
+    generation: u64,
 }
 
 impl<B: Backend> ControlService<B> {
@@ -55,6 +94,11 @@ impl<B: Backend> ControlService<B> {
         ControlService {
             backend: backend.into(),
             state: Arc::default(),
+            events: broadcast::channel(WATCH_BUFFER).0,
+            overloaded: Arc::default(),
+            sampled: Arc::default(),
+            poller: Arc::new(std::sync::Once::new()),
+            started: Instant::now(),
         }
     }
 
@@ -68,31 +112,101 @@ impl<B: Backend> ControlService<B> {
         self.state.lock().await.config.clone()
     }
 
+    /// The configuration's generation: the number of writes committed so far.
+    pub async fn generation(&self) -> u64 {
+        self.state.lock().await.generation
+    }
+
     /// This service as a tonic server, for `Server::add_service`.
     pub fn into_server(self) -> pb::ulvs_server::UlvsServer<Self> {
         pb::ulvs_server::UlvsServer::new(self)
     }
 
-    /// Applies `change` to a copy of the state, checks the result, makes it live through the
-    /// backend and stores it. On any error the stored state is untouched.
-    async fn commit<F>(&self, paths: Paths, change: F) -> Result<(), ControlError>
-    where
-        F: FnOnce(&mut Config, &mut HashMap<ServiceKey, Labels>) -> Result<(), ControlError>
-            + Send
-            + 'static,
-    {
+    /// Runs `changes` as one transaction (see the module docs). `prefix` says how errors name
+    /// a change: `false` for a single RPC (paths relative to its request), `true` for a batch
+    /// (`changes[i].<kind>.` before each path). `expected_generation` (0: any) is checked
+    /// against the configuration's generation. With `dry_run` everything is checked and
+    /// nothing changes. On any error the stored state is untouched.
+    async fn transact(
+        &self,
+        changes: Vec<Change>,
+        batch: bool,
+        expected_generation: u64,
+        dry_run: bool,
+    ) -> Result<Committed, ControlError> {
         let backend = Arc::clone(&self.backend);
         let state = Arc::clone(&self.state);
+        let events = self.events.clone();
         let task = async move {
             let mut state = state.lock().await;
+            if expected_generation != 0 && expected_generation != state.generation {
+                return Err(ControlError::StaleGeneration {
+                    field: "expected_generation".to_owned(),
+                    message: format!(
+                        "the configuration is at generation {}, not {expected_generation}",
+                        state.generation
+                    ),
+                });
+            }
+            let generation = state.generation + 1;
+            let name = |i: usize, c: &Change, e: ControlError| {
+                if batch {
+                    e.prefixed(&format!("changes[{i}].{}", c.kind()))
+                } else {
+                    e
+                }
+            };
             let mut next = state.clone();
-            change(&mut next.config, &mut next.labels)?;
-            backend
-                .check(&next.config)
-                .map_err(|e| validate::config_error(e, &paths))?;
+            let mut out = Vec::new();
+            let mut touched = BTreeSet::new();
+            for (i, change) in changes.iter().enumerate() {
+                apply_change(&mut next, change, generation, &mut out, &mut touched)
+                    .map_err(|e| name(i, change, e))?;
+            }
+            if let Err(err) = backend.check(&next.config) {
+                // Find the change that made the configuration unacceptable, to name it.
+                let mut probe = state.clone();
+                let mut scratch = (Vec::new(), BTreeSet::new());
+                for (i, change) in changes.iter().enumerate() {
+                    apply_change(
+                        &mut probe,
+                        change,
+                        generation,
+                        &mut scratch.0,
+                        &mut scratch.1,
+                    )
+                    .map_err(|e| name(i, change, e))?;
+                    if let Err(e) = backend.check(&probe.config) {
+                        return Err(name(i, change, validate::config_error(e, &change.paths())));
+                    }
+                }
+                return Err(validate::config_error(err, &validate::SERVICE_SPEC));
+            }
+            if dry_run {
+                return Ok(Committed {
+                    generation: state.generation,
+                });
+            }
             backend.apply(&state.config, &next.config).await?;
+            for key in touched {
+                if next.config.service(&key).is_some() {
+                    next.generations.insert(key, generation);
+                } else {
+                    next.generations.remove(&key);
+                }
+            }
+            next.generation = generation;
             *state = next;
-            Ok(())
+            let unix_time_ms = unix_ms();
+            for event in out {
+                // No receiver is not an error: nobody is watching.
+                let _ = events.send(pb::WatchEvent {
+                    generation,
+                    unix_time_ms,
+                    event: Some(event),
+                });
+            }
+            Ok(Committed { generation })
         };
         // Spawned so that the change runs to completion even if the client goes away.
         tokio::spawn(task.in_current_span())
@@ -100,26 +214,208 @@ impl<B: Backend> ControlService<B> {
             .map_err(|e| ControlError::Internal(format!("apply task failed: {e}")))?
     }
 
-    async fn list(&self) -> Vec<pb::Service> {
+    /// One write RPC: a transaction of one change.
+    async fn write(&self, change: Change) -> Result<(), ControlError> {
+        self.transact(vec![change], false, 0, false).await.map(drop)
+    }
+
+    /// The services (with counters and real-server states) selected by `selector`, and the
+    /// configuration's generation.
+    async fn list(&self, selector: &HashMap<String, String>) -> (Vec<pb::Service>, u64) {
         let state = self.state.lock().await.clone();
         let stats = self.backend.stats();
+        let overloaded = self.refresh_overload(&state.config, &stats);
         let by_key: HashMap<ServiceKey, &ulvs_engine::ServiceStats> =
             stats.services.iter().map(|s| (s.key, s)).collect();
-        state
+        let services = state
             .config
             .services
             .iter()
-            .map(|svc| {
-                let svc_stats = by_key.get(&svc.key).copied();
+            .filter(|svc| {
                 let labels = state.labels.get(&svc.key);
-                service_to_pb(svc, labels, svc_stats)
+                selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
             })
-            .collect()
+            .map(|svc| {
+                let mut pb = service_to_pb(
+                    svc,
+                    state.labels.get(&svc.key),
+                    by_key.get(&svc.key).copied(),
+                    &overloaded,
+                );
+                pb.generation = state.generations.get(&svc.key).copied().unwrap_or(0);
+                pb
+            })
+            .collect();
+        (services, state.generation)
     }
+
+    /// Updates the overload flags from the connection counts (IPVS: set at the upper
+    /// threshold, cleared under the lower one, or under 3/4 of the upper one without a lower
+    /// one) and returns them.
+    fn refresh_overload(&self, config: &Config, stats: &StatsSnapshot) -> Overloaded {
+        let mut flags = self
+            .overloaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = Overloaded::new();
+        for svc in &config.services {
+            let svc_stats = stats.services.iter().find(|s| s.key == svc.key);
+            for d in &svc.dests {
+                if d.upper_threshold == 0 {
+                    continue;
+                }
+                let conns = svc_stats
+                    .and_then(|s| s.dests.iter().find(|x| x.addr == d.addr))
+                    .map_or(0, |x| {
+                        u64::from(x.active_conns) + u64::from(x.inactive_conns)
+                    });
+                let upper = u64::from(d.upper_threshold);
+                let was = flags.contains(&(svc.key, d.addr));
+                let over = if conns >= upper {
+                    true
+                } else if !was {
+                    false
+                } else if d.lower_threshold != 0 {
+                    conns >= u64::from(d.lower_threshold)
+                } else {
+                    conns * 4 >= upper * 3
+                };
+                if over {
+                    next.insert((svc.key, d.addr));
+                }
+            }
+        }
+        *flags = next.clone();
+        next
+    }
+
+    /// Samples every real server's state and publishes the ones that changed since the last
+    /// sample to `Watch` as `real_server_state_changed`. The first sample only records.
+    async fn sample_states(&self) {
+        let (services, generation) = self.list(&HashMap::new()).await;
+        let mut now = HashMap::new();
+        for svc in &services {
+            let Some(key) = svc.spec.as_ref().and_then(|sp| sp.key.as_ref()) else {
+                continue;
+            };
+            for rs in &svc.real_servers {
+                let Some(spec) = rs.spec.as_ref() else {
+                    continue;
+                };
+                let id = (key.clone(), spec.address.clone(), spec.port);
+                now.insert(id, (rs.state, key.clone(), rs.clone()));
+            }
+        }
+        let mut last = self
+            .sampled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(prev) = last.as_ref() {
+            for (id, (state, key, rs)) in &now {
+                if prev.get(id).is_some_and(|p| p != state) {
+                    // No receiver is not an error: nobody is watching.
+                    let _ = self.events.send(pb::WatchEvent {
+                        generation,
+                        unix_time_ms: unix_ms(),
+                        event: Some(pb::watch_event::Event::RealServerStateChanged(
+                            pb::RealServerEvent {
+                                service: Some(key.clone()),
+                                real_server: Some(rs.clone()),
+                            },
+                        )),
+                    });
+                }
+            }
+        }
+        *last = Some(
+            now.into_iter()
+                .map(|(id, (state, ..))| (id, state))
+                .collect(),
+        );
+    }
+
+    /// Starts (once) the task that calls [`Self::sample_states`] every [`STATE_POLL`]. It holds
+    /// only weak references and ends with the service.
+    fn start_state_poller(&self) {
+        let weak = WeakService {
+            backend: Arc::downgrade(&self.backend),
+            state: Arc::downgrade(&self.state),
+            overloaded: Arc::downgrade(&self.overloaded),
+            sampled: Arc::downgrade(&self.sampled),
+            poller: Arc::downgrade(&self.poller),
+            events: self.events.downgrade(),
+            started: self.started,
+        };
+        self.poller.call_once(|| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATE_POLL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(svc) = weak.upgrade() else { return };
+                    if svc.events.receiver_count() > 0 {
+                        svc.sample_states().await;
+                    }
+                }
+            });
+        });
+    }
+}
+
+/// The parts of a [`ControlService`] the state poller needs, held weakly.
+#[derive(Debug)]
+struct WeakService<B> {
+    backend: Weak<B>,
+    state: Weak<Mutex<State>>,
+    overloaded: Weak<std::sync::Mutex<Overloaded>>,
+    sampled: Weak<std::sync::Mutex<Option<Sampled>>>,
+    poller: Weak<std::sync::Once>,
+    events: broadcast::WeakSender<pb::WatchEvent>,
+    started: Instant,
+}
+
+impl<B> WeakService<B> {
+    fn upgrade(&self) -> Option<ControlService<B>> {
+        Some(ControlService {
+            backend: self.backend.upgrade()?,
+            state: self.state.upgrade()?,
+            overloaded: self.overloaded.upgrade()?,
+            sampled: self.sampled.upgrade()?,
+            poller: self.poller.upgrade()?,
+            events: self.events.upgrade()?,
+            started: self.started,
+        })
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn not_found_service(key: &ServiceKey) -> ControlError {
     ControlError::NotFound(format!("service {key} does not exist"))
+}
+
+fn not_found_dest(key: &ServiceKey, addr: SocketAddr) -> ControlError {
+    ControlError::NotFound(format!(
+        "real server {addr} of service {key} does not exist"
+    ))
+}
+
+/// Checks a change's `expected_generation` (0: any) against the service's generation.
+fn check_generation(state: &State, key: &ServiceKey, expected: u64) -> Result<(), ControlError> {
+    let actual = state.generations.get(key).copied().unwrap_or(0);
+    if expected != 0 && expected != actual {
+        return Err(ControlError::StaleGeneration {
+            field: "expected_generation".to_owned(),
+            message: format!("service {key} is at generation {actual}, not {expected}"),
+        });
+    }
+    Ok(())
 }
 
 fn service_mut<'a>(
@@ -131,6 +427,131 @@ fn service_mut<'a>(
         .iter_mut()
         .find(|s| &s.key == key)
         .ok_or_else(|| not_found_service(key))
+}
+
+/// Applies one change to `state` (a copy being built by a transaction), recording its watch
+/// event in `events` and the services it touched in `touched`. Generations are checked
+/// against the services' generations before the transaction (they change only at commit).
+fn apply_change(
+    state: &mut State,
+    change: &Change,
+    generation: u64,
+    events: &mut Vec<pb::watch_event::Event>,
+    touched: &mut BTreeSet<ServiceKey>,
+) -> Result<(), ControlError> {
+    use pb::watch_event::Event;
+    let no_overload = Overloaded::new();
+    let rs_event = |key: &ServiceKey, d: &DestConfig| pb::RealServerEvent {
+        service: Some(key_to_pb(key)),
+        real_server: Some(dest_to_pb(d, None, false)),
+    };
+    match change {
+        Change::AddService(settings) => {
+            let key = settings.config.key;
+            if state.config.service(&key).is_some() {
+                return Err(ControlError::AlreadyExists(format!(
+                    "service {key} already exists"
+                )));
+            }
+            state.config.services.push(settings.config.clone());
+            state.labels.insert(key, settings.labels.clone());
+            let mut svc =
+                service_to_pb(&settings.config, Some(&settings.labels), None, &no_overload);
+            svc.generation = generation;
+            events.push(Event::ServiceAdded(svc));
+            touched.insert(key);
+        }
+        Change::EditService {
+            settings,
+            expected_generation,
+        } => {
+            let key = settings.config.key;
+            let svc = service_mut(&mut state.config, &key)?;
+            let dests = std::mem::take(&mut svc.dests);
+            *svc = ServiceConfig {
+                dests,
+                ..settings.config.clone()
+            };
+            let svc = svc.clone();
+            check_generation(state, &key, *expected_generation)?;
+            // Labels are replaced when given; an edit without labels (ipvsadm -E) keeps them.
+            if !settings.labels.is_empty() {
+                state.labels.insert(key, settings.labels.clone());
+            }
+            let mut pb = service_to_pb(&svc, state.labels.get(&key), None, &no_overload);
+            pb.generation = generation;
+            events.push(Event::ServiceUpdated(pb));
+            touched.insert(key);
+        }
+        Change::DeleteService {
+            key,
+            expected_generation,
+        } => {
+            let before = state.config.services.len();
+            state.config.services.retain(|s| s.key != *key);
+            if state.config.services.len() == before {
+                return Err(not_found_service(key));
+            }
+            check_generation(state, key, *expected_generation)?;
+            state.labels.remove(key);
+            events.push(Event::ServiceDeleted(key_to_pb(key)));
+            touched.insert(*key);
+        }
+        Change::AddRealServer {
+            service,
+            dest,
+            expected_generation,
+        } => {
+            let svc = service_mut(&mut state.config, service)?;
+            if svc.dest(dest.addr).is_some() {
+                return Err(ControlError::AlreadyExists(format!(
+                    "real server {} of service {service} already exists",
+                    dest.addr
+                )));
+            }
+            svc.dests.push(*dest);
+            check_generation(state, service, *expected_generation)?;
+            events.push(Event::RealServerAdded(rs_event(service, dest)));
+            touched.insert(*service);
+        }
+        Change::EditRealServer {
+            service,
+            dest,
+            expected_generation,
+        } => {
+            let svc = service_mut(&mut state.config, service)?;
+            let slot = svc
+                .dests
+                .iter_mut()
+                .find(|d| d.addr == dest.addr)
+                .ok_or_else(|| not_found_dest(service, dest.addr))?;
+            *slot = *dest;
+            check_generation(state, service, *expected_generation)?;
+            events.push(Event::RealServerUpdated(rs_event(service, dest)));
+            touched.insert(*service);
+        }
+        Change::DeleteRealServer {
+            service,
+            addr,
+            expected_generation,
+        } => {
+            let svc = service_mut(&mut state.config, service)?;
+            let Some(pos) = svc.dests.iter().position(|d| d.addr == *addr) else {
+                return Err(not_found_dest(service, *addr));
+            };
+            let dest = svc.dests.remove(pos);
+            check_generation(state, service, *expected_generation)?;
+            events.push(Event::RealServerDeleted(rs_event(service, &dest)));
+            touched.insert(*service);
+        }
+        Change::Clear => {
+            touched.extend(state.config.services.iter().map(|s| s.key));
+            state.config.services.clear();
+            state.labels.clear();
+            events.push(Event::Cleared(pb::ClearRequest {}));
+        }
+    }
+    Ok(())
 }
 
 fn stats_to_pb(c: &Counters) -> pb::Stats {
@@ -167,7 +588,18 @@ fn key_to_pb(key: &ServiceKey) -> pb::ServiceKey {
     }
 }
 
-fn dest_to_pb(d: &DestConfig, stats: Option<&ulvs_engine::DestStats>) -> pb::RealServer {
+fn dest_to_pb(
+    d: &DestConfig,
+    stats: Option<&ulvs_engine::DestStats>,
+    overloaded: bool,
+) -> pb::RealServer {
+    let state = if d.weight == 0 {
+        pb::RealServerState::Quiescent
+    } else if overloaded {
+        pb::RealServerState::Overloaded
+    } else {
+        pb::RealServerState::Available
+    };
     pb::RealServer {
         spec: Some(pb::RealServerSpec {
             address: d.addr.ip().to_string(),
@@ -182,6 +614,7 @@ fn dest_to_pb(d: &DestConfig, stats: Option<&ulvs_engine::DestStats>) -> pb::Rea
         inactive_connections: stats.map_or(0, |s| s.inactive_conns),
         persistent_connections: stats.map_or(0, |s| s.persistent_conns),
         stats: Some(stats_to_pb(&stats.map(|s| s.counters).unwrap_or_default())),
+        state: state as i32,
         ..Default::default()
     }
 }
@@ -190,6 +623,7 @@ fn service_to_pb(
     svc: &ServiceConfig,
     labels: Option<&Labels>,
     stats: Option<&ulvs_engine::ServiceStats>,
+    overloaded: &Overloaded,
 ) -> pb::Service {
     let (persistence_timeout, persistence_prefix_len) = svc
         .persistence
@@ -214,7 +648,13 @@ fn service_to_pb(
         real_servers: svc
             .dests
             .iter()
-            .map(|d| dest_to_pb(d, dest_stats.get(&d.addr).copied()))
+            .map(|d| {
+                dest_to_pb(
+                    d,
+                    dest_stats.get(&d.addr).copied(),
+                    overloaded.contains(&(svc.key, d.addr)),
+                )
+            })
             .collect(),
         stats: Some(stats_to_pb(&stats.map(|s| s.counters).unwrap_or_default())),
         ..Default::default()
@@ -257,6 +697,22 @@ fn span(method: &'static str) -> Span {
     )
 }
 
+/// Records the change's service (and real server) on the request span.
+fn record(span: &Span, change: &Change) {
+    if let Some(key) = change.service() {
+        span.record("service", field::display(key));
+    }
+    match change {
+        Change::AddRealServer { dest, .. } | Change::EditRealServer { dest, .. } => {
+            span.record("real_server", field::display(dest.addr));
+        }
+        Change::DeleteRealServer { addr, .. } => {
+            span.record("real_server", field::display(addr));
+        }
+        _ => {}
+    }
+}
+
 #[tonic::async_trait]
 impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
     async fn get_info(
@@ -270,7 +726,8 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
                 ipvs_version: IPVS_VERSION.to_owned(),
                 connection_table_size: info.connection_table_size,
                 devices: info.devices,
-                ..Default::default()
+                uptime_seconds: self.started.elapsed().as_secs(),
+                queues: info.queues,
             })
         })
         .await
@@ -282,20 +739,9 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
     ) -> Result<Response<pb::AddServiceResponse>, Status> {
         let span = span("AddService");
         traced(span.clone(), true, async move {
-            let settings = validate::service_spec(request.get_ref().service.as_ref())?;
-            let key = settings.config.key;
-            span.record("service", field::display(key));
-            self.commit(validate::SERVICE_SPEC, move |config, labels| {
-                if config.service(&key).is_some() {
-                    return Err(ControlError::AlreadyExists(format!(
-                        "service {key} already exists"
-                    )));
-                }
-                config.services.push(settings.config);
-                labels.insert(key, settings.labels);
-                Ok(())
-            })
-            .await?;
+            let change = validate::add_service(request.get_ref())?;
+            record(&span, &change);
+            self.write(change).await?;
             Ok(pb::AddServiceResponse {})
         })
         .await
@@ -307,23 +753,9 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
     ) -> Result<Response<pb::EditServiceResponse>, Status> {
         let span = span("EditService");
         traced(span.clone(), true, async move {
-            let settings = validate::service_spec(request.get_ref().service.as_ref())?;
-            let key = settings.config.key;
-            span.record("service", field::display(key));
-            self.commit(validate::SERVICE_SPEC, move |config, labels| {
-                let svc = service_mut(config, &key)?;
-                let dests = std::mem::take(&mut svc.dests);
-                *svc = ServiceConfig {
-                    dests,
-                    ..settings.config
-                };
-                // Labels are replaced when given; an edit without labels (ipvsadm -E) keeps them.
-                if !settings.labels.is_empty() {
-                    labels.insert(key, settings.labels);
-                }
-                Ok(())
-            })
-            .await?;
+            let change = validate::edit_service(request.get_ref())?;
+            record(&span, &change);
+            self.write(change).await?;
             Ok(pb::EditServiceResponse {})
         })
         .await
@@ -335,18 +767,9 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
     ) -> Result<Response<pb::DeleteServiceResponse>, Status> {
         let span = span("DeleteService");
         traced(span.clone(), true, async move {
-            let key = validate::service_key(request.get_ref().key.as_ref(), "key")?;
-            span.record("service", field::display(key));
-            self.commit(validate::SERVICE_KEY, move |config, labels| {
-                let before = config.services.len();
-                config.services.retain(|s| s.key != key);
-                if config.services.len() == before {
-                    return Err(not_found_service(&key));
-                }
-                labels.remove(&key);
-                Ok(())
-            })
-            .await?;
+            let change = validate::delete_service(request.get_ref())?;
+            record(&span, &change);
+            self.write(change).await?;
             Ok(pb::DeleteServiceResponse {})
         })
         .await
@@ -358,23 +781,9 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
     ) -> Result<Response<pb::AddRealServerResponse>, Status> {
         let span = span("AddRealServer");
         traced(span.clone(), true, async move {
-            let req = request.get_ref();
-            let key = validate::service_key(req.service.as_ref(), "service")?;
-            span.record("service", field::display(key));
-            let dest = validate::real_server(req.real_server.as_ref(), &key)?;
-            span.record("real_server", field::display(dest.addr));
-            self.commit(validate::REAL_SERVER, move |config, _| {
-                let svc = service_mut(config, &key)?;
-                if svc.dest(dest.addr).is_some() {
-                    return Err(ControlError::AlreadyExists(format!(
-                        "real server {} of service {key} already exists",
-                        dest.addr
-                    )));
-                }
-                svc.dests.push(dest);
-                Ok(())
-            })
-            .await?;
+            let change = validate::add_real_server(request.get_ref())?;
+            record(&span, &change);
+            self.write(change).await?;
             Ok(pb::AddRealServerResponse {})
         })
         .await
@@ -386,27 +795,9 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
     ) -> Result<Response<pb::EditRealServerResponse>, Status> {
         let span = span("EditRealServer");
         traced(span.clone(), true, async move {
-            let req = request.get_ref();
-            let key = validate::service_key(req.service.as_ref(), "service")?;
-            span.record("service", field::display(key));
-            let dest = validate::real_server(req.real_server.as_ref(), &key)?;
-            span.record("real_server", field::display(dest.addr));
-            self.commit(validate::REAL_SERVER, move |config, _| {
-                let svc = service_mut(config, &key)?;
-                let slot = svc
-                    .dests
-                    .iter_mut()
-                    .find(|d| d.addr == dest.addr)
-                    .ok_or_else(|| {
-                        ControlError::NotFound(format!(
-                            "real server {} of service {key} does not exist",
-                            dest.addr
-                        ))
-                    })?;
-                *slot = dest;
-                Ok(())
-            })
-            .await?;
+            let change = validate::edit_real_server(request.get_ref())?;
+            record(&span, &change);
+            self.write(change).await?;
             Ok(pb::EditRealServerResponse {})
         })
         .await
@@ -418,23 +809,9 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
     ) -> Result<Response<pb::DeleteRealServerResponse>, Status> {
         let span = span("DeleteRealServer");
         traced(span.clone(), true, async move {
-            let req = request.get_ref();
-            let key = validate::service_key(req.service.as_ref(), "service")?;
-            span.record("service", field::display(key));
-            let addr = validate::real_server_addr(&req.address, req.port, None, &key, "")?;
-            span.record("real_server", field::display(addr));
-            self.commit(validate::DELETE_REAL_SERVER, move |config, _| {
-                let svc = service_mut(config, &key)?;
-                let before = svc.dests.len();
-                svc.dests.retain(|d| d.addr != addr);
-                if svc.dests.len() == before {
-                    return Err(ControlError::NotFound(format!(
-                        "real server {addr} of service {key} does not exist"
-                    )));
-                }
-                Ok(())
-            })
-            .await?;
+            let change = validate::delete_real_server(request.get_ref())?;
+            record(&span, &change);
+            self.write(change).await?;
             Ok(pb::DeleteRealServerResponse {})
         })
         .await
@@ -445,12 +822,7 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
         _request: Request<pb::ClearRequest>,
     ) -> Result<Response<pb::ClearResponse>, Status> {
         traced(span("Clear"), true, async {
-            self.commit(validate::SERVICE_KEY, |config, labels| {
-                config.services.clear();
-                labels.clear();
-                Ok(())
-            })
-            .await?;
+            self.write(Change::Clear).await?;
             Ok(pb::ClearResponse {})
         })
         .await
@@ -458,25 +830,97 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
 
     async fn list_services(
         &self,
-        _request: Request<pb::ListServicesRequest>,
+        request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
         traced(span("ListServices"), false, async {
+            let (services, generation) = self.list(&request.get_ref().label_selector).await;
             Ok(pb::ListServicesResponse {
-                services: self.list().await,
-                ..Default::default()
+                services,
+                generation,
             })
         })
         .await
     }
-    // The RPCs below are declared in proto/ulvs/v1/ulvs.proto ahead of their implementation
-    // (issues 3, 4 and 9); until then they answer UNIMPLEMENTED, naming the RPC.
 
     async fn apply(
         &self,
-        _request: Request<pb::ApplyRequest>,
+        request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        Err(not_yet("Apply"))
+        let req = request.into_inner();
+        let span = span("Apply");
+        traced(span, !req.dry_run, async move {
+            let changes = validate::changes(&req)?;
+            let done = self
+                .transact(changes, true, req.expected_generation, req.dry_run)
+                .await?;
+            Ok(pb::ApplyResponse {
+                generation: done.generation,
+            })
+        })
+        .await
     }
+
+    type WatchStream = BoxStream<pb::WatchEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let include_initial = request.get_ref().include_initial;
+        // Take the first real-server state sample now, so that any change after this call is
+        // reported; then the poller samples periodically.
+        self.sample_states().await;
+        self.start_state_poller();
+        // Subscribe under the state lock, so that no write falls between the initial snapshot
+        // and the first streamed event.
+        let (mut events, initial) = {
+            let state = self.state.lock().await;
+            let events = self.events.subscribe();
+            let mut initial = Vec::new();
+            if include_initial {
+                let stats = self.backend.stats();
+                let overloaded = self.refresh_overload(&state.config, &stats);
+                let now = unix_ms();
+                for svc in &state.config.services {
+                    let stats = stats.services.iter().find(|s| s.key == svc.key);
+                    let mut pb = service_to_pb(svc, state.labels.get(&svc.key), stats, &overloaded);
+                    pb.generation = state.generations.get(&svc.key).copied().unwrap_or(0);
+                    initial.push(pb::WatchEvent {
+                        generation: state.generation,
+                        unix_time_ms: now,
+                        event: Some(pb::watch_event::Event::ServiceAdded(pb)),
+                    });
+                }
+            }
+            (events, initial)
+        };
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for event in initial {
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let item = match events.recv().await {
+                    Ok(event) => Ok(event),
+                    Err(broadcast::error::RecvError::Lagged(n)) => Err(Status::aborted(format!(
+                        "the watcher fell {n} events behind; list the services and watch again"
+                    ))),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let end = item.is_err();
+                if tx.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+    // The RPCs below are declared in proto/ulvs/v1/ulvs.proto ahead of their implementation
+    // (issues 3 and 4); until then they answer UNIMPLEMENTED, naming the RPC.
 
     async fn get_timeouts(
         &self,
@@ -534,15 +978,6 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
         _request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
         Err(not_yet("Explain"))
-    }
-
-    type WatchStream = BoxStream<pb::WatchEvent>;
-
-    async fn watch(
-        &self,
-        _request: Request<pb::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(not_yet("Watch"))
     }
 }
 

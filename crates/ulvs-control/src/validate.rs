@@ -349,6 +349,177 @@ pub fn real_server(
     })
 }
 
+/// One validated change: a write RPC's request, or one item of an `Apply` batch.
+///
+/// `expected_generation` is the generation of the service the client read (0: do not check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Add a service (`AddServiceRequest`).
+    AddService(ServiceSettings),
+    /// Replace a service's settings, keeping its real servers (`EditServiceRequest`).
+    EditService {
+        /// The new settings (the key names the service).
+        settings: ServiceSettings,
+        /// Required generation of the service, 0 for any.
+        expected_generation: u64,
+    },
+    /// Delete a service and its real servers (`DeleteServiceRequest`).
+    DeleteService {
+        /// The service.
+        key: ServiceKey,
+        /// Required generation of the service, 0 for any.
+        expected_generation: u64,
+    },
+    /// Add a real server (`AddRealServerRequest`).
+    AddRealServer {
+        /// The service.
+        service: ServiceKey,
+        /// The real server.
+        dest: DestConfig,
+        /// Required generation of the service, 0 for any.
+        expected_generation: u64,
+    },
+    /// Replace a real server's settings (`EditRealServerRequest`).
+    EditRealServer {
+        /// The service.
+        service: ServiceKey,
+        /// The real server's new settings (its address names it).
+        dest: DestConfig,
+        /// Required generation of the service, 0 for any.
+        expected_generation: u64,
+    },
+    /// Remove a real server (`DeleteRealServerRequest`).
+    DeleteRealServer {
+        /// The service.
+        service: ServiceKey,
+        /// The real server's address.
+        addr: SocketAddr,
+        /// Required generation of the service, 0 for any.
+        expected_generation: u64,
+    },
+    /// Remove every service (`ClearRequest`).
+    Clear,
+}
+
+impl Change {
+    /// The name of this change's field in the `Change` oneof (`add_service`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::AddService(_) => "add_service",
+            Change::EditService { .. } => "edit_service",
+            Change::DeleteService { .. } => "delete_service",
+            Change::AddRealServer { .. } => "add_real_server",
+            Change::EditRealServer { .. } => "edit_real_server",
+            Change::DeleteRealServer { .. } => "delete_real_server",
+            Change::Clear => "clear",
+        }
+    }
+
+    /// The service this change is about (`None` for [`Change::Clear`]).
+    pub fn service(&self) -> Option<ServiceKey> {
+        match self {
+            Change::AddService(s) | Change::EditService { settings: s, .. } => Some(s.config.key),
+            Change::DeleteService { key, .. } => Some(*key),
+            Change::AddRealServer { service, .. }
+            | Change::EditRealServer { service, .. }
+            | Change::DeleteRealServer { service, .. } => Some(*service),
+            Change::Clear => None,
+        }
+    }
+
+    /// Where the fields an engine refusal can be about sit in this change's request.
+    pub(crate) fn paths(&self) -> Paths {
+        match self {
+            Change::AddService(_) | Change::EditService { .. } => SERVICE_SPEC,
+            Change::DeleteService { .. } | Change::Clear => SERVICE_KEY,
+            Change::AddRealServer { .. } | Change::EditRealServer { .. } => REAL_SERVER,
+            Change::DeleteRealServer { .. } => DELETE_REAL_SERVER,
+        }
+    }
+}
+
+/// Validates an `AddServiceRequest`.
+pub fn add_service(req: &pb::AddServiceRequest) -> Result<Change, ControlError> {
+    Ok(Change::AddService(service_spec(req.service.as_ref())?))
+}
+
+/// Validates an `EditServiceRequest`.
+pub fn edit_service(req: &pb::EditServiceRequest) -> Result<Change, ControlError> {
+    Ok(Change::EditService {
+        settings: service_spec(req.service.as_ref())?,
+        expected_generation: req.expected_generation,
+    })
+}
+
+/// Validates a `DeleteServiceRequest`.
+pub fn delete_service(req: &pb::DeleteServiceRequest) -> Result<Change, ControlError> {
+    Ok(Change::DeleteService {
+        key: service_key(req.key.as_ref(), "key")?,
+        expected_generation: req.expected_generation,
+    })
+}
+
+/// Validates an `AddRealServerRequest`.
+pub fn add_real_server(req: &pb::AddRealServerRequest) -> Result<Change, ControlError> {
+    let service = service_key(req.service.as_ref(), "service")?;
+    Ok(Change::AddRealServer {
+        dest: real_server(req.real_server.as_ref(), &service)?,
+        service,
+        expected_generation: req.expected_generation,
+    })
+}
+
+/// Validates an `EditRealServerRequest`.
+pub fn edit_real_server(req: &pb::EditRealServerRequest) -> Result<Change, ControlError> {
+    let service = service_key(req.service.as_ref(), "service")?;
+    Ok(Change::EditRealServer {
+        dest: real_server(req.real_server.as_ref(), &service)?,
+        service,
+        expected_generation: req.expected_generation,
+    })
+}
+
+/// Validates a `DeleteRealServerRequest`.
+pub fn delete_real_server(req: &pb::DeleteRealServerRequest) -> Result<Change, ControlError> {
+    let service = service_key(req.service.as_ref(), "service")?;
+    Ok(Change::DeleteRealServer {
+        addr: real_server_addr(&req.address, req.port, None, &service, "")?,
+        service,
+        expected_generation: req.expected_generation,
+    })
+}
+
+/// Validates item `index` of an `ApplyRequest`; field paths start `changes[index].<kind>`.
+pub fn change(change: &pb::Change, index: usize) -> Result<Change, ControlError> {
+    use pb::change::Change as C;
+    let at = format!("changes[{index}]");
+    let Some(inner) = change.change.as_ref() else {
+        return Err(ControlError::invalid(
+            at,
+            "the change is empty (set one of its fields)",
+        ));
+    };
+    let (kind, result) = match inner {
+        C::AddService(r) => ("add_service", add_service(r)),
+        C::EditService(r) => ("edit_service", edit_service(r)),
+        C::DeleteService(r) => ("delete_service", delete_service(r)),
+        C::AddRealServer(r) => ("add_real_server", add_real_server(r)),
+        C::EditRealServer(r) => ("edit_real_server", edit_real_server(r)),
+        C::DeleteRealServer(r) => ("delete_real_server", delete_real_server(r)),
+        C::Clear(_) => ("clear", Ok(Change::Clear)),
+    };
+    result.map_err(|e| e.prefixed(&format!("{at}.{kind}")))
+}
+
+/// Validates every item of an `ApplyRequest`, in order; the first bad one is the error.
+pub fn changes(req: &pb::ApplyRequest) -> Result<Vec<Change>, ControlError> {
+    req.changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| change(c, i))
+        .collect()
+}
+
 /// Maps an error of the engine's whole-configuration check to the request's field paths.
 pub(crate) fn config_error(err: ConfigError, paths: &Paths) -> ControlError {
     let message = err.to_string();

@@ -179,6 +179,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         BackendInfo {
             connection_table_size: u32::try_from(args.max_connections).unwrap_or(u32::MAX),
             devices: vec![tun.name().to_owned()],
+            queues: u32::from(args.queues),
         },
     );
 
