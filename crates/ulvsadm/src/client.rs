@@ -200,9 +200,22 @@ async fn list(
     }
 }
 
+/// `-R`: applies `changes` as one batch (all or none).
+pub async fn apply(client: &mut Client, changes: Vec<pb::Change>) -> Result<String, ClientError> {
+    client
+        .apply(pb::ApplyRequest {
+            changes,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| rpc_error("Apply", s))?;
+    Ok(String::new())
+}
+
 /// Runs `cmd` against the daemon and returns what to print on stdout.
 ///
-/// `Help` and `Version` need no daemon and are handled by the caller; here they print nothing.
+/// `Help` and `Version` need no daemon and are handled by the caller; `Restore` needs its input
+/// and is run with [`apply`]; here they print nothing.
 pub async fn execute(
     client: &mut Client,
     cmd: &Command,
@@ -287,7 +300,12 @@ pub async fn execute(
                 .map_err(|s| rpc_error("Clear", s))?;
         }
         Command::List(opts) => return list(client, opts, names).await,
-        Command::Help | Command::Version => {}
+        Command::Save(opts) => {
+            let services = list_services(client).await?;
+            return Ok(crate::rules::save_text(&services, *opts, names));
+        }
+        // Restore needs its input: see [`apply`].
+        Command::Restore | Command::Help | Command::Version => {}
     }
     Ok(String::new())
 }

@@ -69,7 +69,7 @@ pub fn service_block(svc: &pb::Service, style: ListStyle, names: &dyn Resolver) 
     out
 }
 
-fn protocol(p: i32) -> Option<Protocol> {
+pub(crate) fn protocol(p: i32) -> Option<Protocol> {
     match pb::Protocol::try_from(p) {
         Ok(pb::Protocol::Tcp) => Some(Protocol::Tcp),
         Ok(pb::Protocol::Udp) => Some(Protocol::Udp),
@@ -79,12 +79,12 @@ fn protocol(p: i32) -> Option<Protocol> {
 
 /// A parsed address, or the daemon's text if it does not parse (printed as is).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Addr {
+pub(crate) enum Addr {
     Ip(IpAddr),
     Raw(String),
 }
 
-fn addr(s: &str) -> Addr {
+pub(crate) fn addr(s: &str) -> Addr {
     s.parse()
         .map(Addr::Ip)
         .unwrap_or_else(|_| Addr::Raw(s.to_string()))
@@ -103,7 +103,7 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 /// ipvsadm's `addrport_to_anyname`: `addr:port`, IPv6 in brackets, names unless `numeric`.
-fn addr_port_name(
+pub(crate) fn addr_port_name(
     a: &Addr,
     port: u32,
     proto: Option<Protocol>,
@@ -136,7 +136,7 @@ fn is_v4(a: &Addr) -> bool {
 }
 
 /// The scheduler flags as ipvsadm prints them: by bit, named after the scheduler.
-fn sched_flags_text(sched: &str, flags: &[String]) -> String {
+pub(crate) fn sched_flags_text(sched: &str, flags: &[String]) -> String {
     let mut bits = [false; 3];
     let mut other = Vec::new();
     for f in flags {

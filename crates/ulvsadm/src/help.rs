@@ -20,6 +20,8 @@ Usage:
   ulvsadm -a|e virtual-service -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
   ulvsadm -d virtual-service -r server-address
   ulvsadm -L|l [virtual-service] [-n] [--nosort] [-o text|json]
+  ulvsadm -S [-n] [--nosort]
+  ulvsadm -R
   ulvsadm -h|--help
   ulvsadm -v|--version
 Without arguments, ulvsadm lists the table (like -L). The command must come first;
@@ -34,6 +36,8 @@ Commands:
   --edit-server     -e        edit real server with options (unset options get defaults)
   --delete-server   -d        delete real server
   --list            -L|-l     list the table
+  --save            -S        save the table as rules (with thresholds) on standard output
+  --restore         -R        apply rules from standard input, all of them or none
   --help            -h        display this help message
   --version         -v        display the version
 

@@ -7,10 +7,14 @@
 //! - [`format`](mod@format): pure functions from `ulvs.v1` messages to ipvsadm's `-L` text and to JSON.
 //! - [`client`]: socket discovery, connection, one RPC sequence per command, error messages.
 //! - [`names`]: `/etc/services` and `/etc/hosts` lookups (never DNS while listing).
-//! - [`model`]: the CLI's own service / real-server types; only `client` builds proto messages.
+//! - [`rules`]: `-S` (ipvsadm's rule format, plus thresholds) and `-R` (rules to one batch).
+//! - [`model`]: the CLI's own service / real-server types; only `client` and `rules` build
+//!   proto messages.
 //!
 //! # Behaviour contract
 //! - Usage errors print `ulvsadm: <ipvsadm's message>` on stderr and exit 2.
+//! - `-R` reads all of standard input first; a bad line prints `ulvsadm: line N: <message>` and
+//!   exits 2 with nothing applied; then the whole input is one `Apply` batch.
 //! - Daemon errors print `ulvsadm: <Rpc>: <message>` and exit 1; an unreachable daemon prints
 //!   `ulvsadm: cannot connect to ulvsd at <path>: <reason>` and exits 1.
 
@@ -20,6 +24,7 @@ pub mod help;
 pub mod model;
 pub mod names;
 pub mod parse;
+pub mod rules;
 
 use std::io::Write;
 
@@ -43,6 +48,22 @@ pub fn run<S: AsRef<str>>(args: &[S]) -> u8 {
         Command::Help => help::usage(),
         Command::Version => help::version(),
         cmd => {
+            let restore = if matches!(cmd, Command::Restore) {
+                let mut input = String::new();
+                if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+                    eprintln!("ulvsadm: cannot read the rules from standard input: {e}");
+                    return 1;
+                }
+                match rules::restore_changes(&input, &names) {
+                    Ok(changes) => Some(changes),
+                    Err(e) => {
+                        eprintln!("ulvsadm: {e}");
+                        return 2;
+                    }
+                }
+            } else {
+                None
+            };
             let path =
                 client::socket_path(inv.socket.as_deref(), std::env::var_os(client::SOCKET_ENV));
             let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -57,7 +78,10 @@ pub fn run<S: AsRef<str>>(args: &[S]) -> u8 {
             };
             let result = runtime.block_on(async {
                 let mut c = client::connect(&path).await?;
-                client::execute(&mut c, cmd, &names).await
+                match restore {
+                    Some(changes) => client::apply(&mut c, changes).await,
+                    None => client::execute(&mut c, cmd, &names).await,
+                }
             });
             match result {
                 Ok(text) => text,

@@ -55,6 +55,10 @@ pub enum Command {
     Clear,
     /// `-L` / `-l`, or no arguments at all.
     List(ListOptions),
+    /// `-S`: print the table as ipvsadm rules (plus thresholds, which ipvsadm drops).
+    Save(SaveOptions),
+    /// `-R`: read rules from standard input and apply them all at once, or none.
+    Restore,
     /// `-h` / `--help`.
     Help,
     /// `-v` / `--version`.
@@ -83,6 +87,15 @@ impl Default for ListOptions {
             sort: true,
         }
     }
+}
+
+/// How to save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveOptions {
+    /// `-n`: print numbers, not names.
+    pub numeric: bool,
+    /// False with `--nosort`.
+    pub sort: bool,
 }
 
 /// Output format of `-L`.
@@ -207,8 +220,8 @@ static SPECS: &[Spec] = &[
     spec("set", None, NoArg, Key::UnsupportedCmd("set")),
     spec("help", Some('h'), NoArg, Key::Help),
     spec("version", Some('v'), NoArg, Key::Version),
-    spec("restore", Some('R'), NoArg, Key::UnsupportedCmd("restore")),
-    spec("save", Some('S'), NoArg, Key::UnsupportedCmd("save")),
+    spec("restore", Some('R'), NoArg, Key::Cmd(Cmd::Restore)),
+    spec("save", Some('S'), NoArg, Key::Cmd(Cmd::Save)),
     spec(
         "start-daemon",
         None,
@@ -281,6 +294,8 @@ enum Cmd {
     AddDest,
     DelDest,
     EditDest,
+    Save,
+    Restore,
 }
 
 impl Cmd {
@@ -295,6 +310,8 @@ impl Cmd {
             Cmd::AddDest => "add-server",
             Cmd::DelDest => "delete-server",
             Cmd::EditDest => "edit-server",
+            Cmd::Save => "save",
+            Cmd::Restore => "restore",
         }
     }
 }
@@ -389,7 +406,11 @@ fn legality(cmd: Cmd, opt: Opt) -> Legal {
             Opt::Service => Required,
             _ => Illegal,
         },
-        Cmd::Flush => Illegal,
+        Cmd::Flush | Cmd::Restore => Illegal,
+        Cmd::Save => match opt {
+            Opt::Numeric | Opt::NoSort => Optional,
+            _ => Illegal,
+        },
         Cmd::List => match opt {
             Opt::Numeric | Opt::NoSort | Opt::Output => Optional,
             Opt::Service => Exclusive,
@@ -626,8 +647,8 @@ impl State {
                 }
                 _ => {
                     return Err(ParseError::NoCommand(format!(
-                        "the first option must be a command (-A, -E, -D, -a, -e, -d, -C or -L), \
-                         not '{word}'"
+                        "the first option must be a command (-A, -E, -D, -a, -e, -d, -C, -L, -S or \
+                         -R), not '{word}'"
                     )));
                 }
             },
@@ -852,7 +873,7 @@ fn finish(
     let Some(cmd) = st.cmd else {
         if let Some(word) = leftovers.first() {
             return Err(ParseError::NoCommand(format!(
-                "expected a command (-A, -E, -D, -a, -e, -d, -C or -L), not '{word}'"
+                "expected a command (-A, -E, -D, -a, -e, -d, -C, -L, -S or -R), not '{word}'"
             )));
         }
         // No command at all: ipvsadm lists the table.
@@ -909,6 +930,11 @@ fn finish(
         }
         Cmd::Del => Command::DeleteService(need_key()?),
         Cmd::Flush => Command::Clear,
+        Cmd::Save => Command::Save(SaveOptions {
+            numeric: st.given & Opt::Numeric.bit() != 0,
+            sort: st.given & Opt::NoSort.bit() == 0,
+        }),
+        Cmd::Restore => Command::Restore,
         Cmd::List => Command::List(ListOptions {
             numeric: st.given & Opt::Numeric.bit() != 0,
             service: key,

@@ -376,7 +376,7 @@ fn the_first_option_must_be_a_command() {
     assert!(e.wants_try_help());
     assert_eq!(
         e.to_string(),
-        "the first option must be a command (-A, -E, -D, -a, -e, -d, -C or -L), not '-n'"
+        "the first option must be a command (-A, -E, -D, -a, -e, -d, -C, -L, -S or -R), not '-n'"
     );
     assert!(matches!(parse("list"), Err(ParseError::NoCommand(_))));
     assert!(matches!(
@@ -606,8 +606,8 @@ fn ipvsadm_features_not_implemented_yet_are_named() {
     for (line, msg) in [
         ("-Z", "the 'zero' command is not supported by ulvsadm yet"),
         (
-            "-S -n",
-            "the 'save' command is not supported by ulvsadm yet",
+            "--start-daemon master",
+            "the 'start-daemon' command is not supported by ulvsadm yet",
         ),
         (
             "--set 900 120 300",
