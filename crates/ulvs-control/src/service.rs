@@ -635,6 +635,7 @@ fn service_to_pb(
         persistence_timeout,
         persistence_prefix_len,
         one_packet: svc.one_packet,
+        max_new_connections_per_second: svc.max_new_connections_per_second,
         labels: labels
             .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),

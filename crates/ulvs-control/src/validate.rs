@@ -262,6 +262,7 @@ pub fn service_spec(spec: Option<&pb::ServiceSpec>) -> Result<ServiceSettings, C
     config.flags = flags;
     config.persistence = persistence;
     config.one_packet = spec.one_packet;
+    config.max_new_connections_per_second = spec.max_new_connections_per_second;
     Ok(ServiceSettings { config, labels })
 }
 

@@ -7,7 +7,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
 use ulvs_engine::{
     Config, DestConfig, Engine, EngineOptions, ForwardMethod, PacketBuf, Protocol, SchedulerKind,
-    ServiceConfig, ServiceKey, Timeouts, Timestamp, Verdict,
+    ServiceConfig, ServiceKey, TcpState, Timeouts, Timestamp, Verdict,
 };
 
 const CLIENT: [u8; 4] = [198, 18, 0, 10];
@@ -77,10 +77,9 @@ fn new_flow(c: &mut Criterion) {
     // Each SYN reuses the 5-tuple of the one before, which has timed out by then: the cost is
     // one lookup that finds an expired entry, its removal, scheduling, insert and rewrite.
     let e = engine();
-    e.set_timeouts(Timeouts {
-        tcp_syn_ms: 1,
-        ..Timeouts::default()
-    });
+    let mut t = Timeouts::default();
+    t.set_tcp(TcpState::SynRecv, 1);
+    e.set_timeouts(t);
     let mut buf = vec![0u8; 2048];
     let syns: Vec<Vec<u8>> = (0..1024u16)
         .map(|p| tcp(CLIENT, 10000 + p, VIP, 80, true, &[]))

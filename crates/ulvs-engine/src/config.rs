@@ -221,6 +221,9 @@ pub struct ServiceConfig {
     pub one_packet: bool,
     /// Real servers, in the order they were added.
     pub dests: Vec<DestConfig>,
+    /// New connections per second allowed; 0 means no cap. New connections above it are a
+    /// counted drop ([`crate::DropReason::RateLimited`]).
+    pub max_new_connections_per_second: u32,
 }
 
 impl ServiceConfig {
@@ -233,6 +236,7 @@ impl ServiceConfig {
             persistence: None,
             one_packet: false,
             dests: Vec::new(),
+            max_new_connections_per_second: 0,
         }
     }
 

@@ -19,9 +19,10 @@
 //! - `snapshot`: the immutable snapshot built from a configuration, read by the packet path.
 //! - [`wire`], [`checksum`]: in-place packet views and RFC 1624 checksum updates.
 //! - `nat`: the packet path (classification, conntrack lookup, NAT rewrites).
-//! - `conntrack`: the sharded connection table, states, timeouts and the reaper.
+//! - `conntrack`: the sharded connection table, the IPVS TCP state machine, timeouts, the
+//!   reaper, the table limit with flood defence.
 //! - `sched`: the schedulers (rr, wrr, lc, wlc), one module each.
-//! - `stats`: atomic counters.
+//! - `stats`: atomic counters, the rate estimator, the per-service new-connection cap.
 
 pub mod checksum;
 pub mod config;
@@ -36,7 +37,7 @@ pub use config::{
     Config, ConfigError, DestConfig, ForwardMethod, Persistence, Protocol, SchedFlags,
     SchedulerKind, ServiceConfig, ServiceKey,
 };
-pub use conntrack::Timeouts;
+pub use conntrack::{ConnectionInfo, ConntrackSettings, Direction, TcpState, Timeouts};
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -151,11 +152,13 @@ pub enum DropReason {
     /// A new connection whose reply tuple (real server -> client) another connection already
     /// uses, so replies could not be told apart.
     TupleConflict,
+    /// A new connection over its service's `max_new_connections_per_second`.
+    RateLimited,
 }
 
 impl DropReason {
     /// Every reason, for iterating counters.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Malformed,
         DropReason::NoDestination,
         DropReason::TableFull,
@@ -164,6 +167,7 @@ impl DropReason {
         DropReason::UnsupportedProtocol,
         DropReason::NoService,
         DropReason::TupleConflict,
+        DropReason::RateLimited,
     ];
 
     /// The reason's position in [`DropReason::ALL`].
@@ -182,6 +186,7 @@ impl DropReason {
             DropReason::UnsupportedProtocol => "unsupported_protocol",
             DropReason::NoService => "no_service",
             DropReason::TupleConflict => "tuple_conflict",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -201,6 +206,21 @@ pub struct Counters {
     pub out_bytes: u64,
 }
 
+/// Estimated rates per second (ipvsadm `--rate`), from [`Engine::estimate`] ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rates {
+    /// Connections per second.
+    pub cps: u64,
+    /// Packets per second from clients.
+    pub in_pps: u64,
+    /// Packets per second to clients.
+    pub out_pps: u64,
+    /// Bytes per second from clients.
+    pub in_bps: u64,
+    /// Bytes per second to clients.
+    pub out_bps: u64,
+}
+
 /// Counters of one real server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestStats {
@@ -208,6 +228,8 @@ pub struct DestStats {
     pub addr: SocketAddr,
     /// Traffic counters.
     pub counters: Counters,
+    /// Estimated rates.
+    pub rates: Rates,
     /// Connections in ESTABLISHED (TCP) state.
     pub active_conns: u32,
     /// Other connections (TCP not established, UDP).
@@ -223,6 +245,8 @@ pub struct ServiceStats {
     pub key: ServiceKey,
     /// Traffic counters.
     pub counters: Counters,
+    /// Estimated rates.
+    pub rates: Rates,
     /// Per real server, in configuration order.
     pub dests: Vec<DestStats>,
 }
@@ -238,6 +262,8 @@ pub struct StatsSnapshot {
     pub connections: usize,
     /// The connection table's limit.
     pub max_connections: usize,
+    /// Entries evicted (half-open first, never established) to make room in a full table.
+    pub evicted_connections: u64,
 }
 
 /// The engine: configuration snapshot, connection table, schedulers and counters.
@@ -271,14 +297,35 @@ impl Engine {
     /// than NAT ([`ConfigError::UnsupportedForward`]), and persistence, one-packet scheduling
     /// and IPv6 services ([`ConfigError::UnsupportedFeature`]).
     ///
-    /// Connections already established keep flowing to their real server even when it left the
-    /// configuration or got weight 0; they end by idle timeout.
+    /// Connections to a real server that got weight 0 keep flowing (a client SYN on them is
+    /// rescheduled with `conn_reuse_reschedule`). Connections to a real server that left the
+    /// configuration expire at once with `expire_nodest_conn` (the default), else they keep
+    /// flowing until their idle timeout. See [`ConntrackSettings`].
     pub fn apply_config(&self, cfg: &Config) -> Result<(), ConfigError> {
         let _serial = sched::lock(&self.apply_lock);
         let old = self.config.load();
         let snap = snapshot::Snapshot::build(cfg, &old)?;
         snap.apply_thresholds(cfg);
-        self.config.store(Arc::new(snap));
+        for (svc, c) in snap.services.iter().zip(&cfg.services) {
+            svc.traffic.set_cap(c.max_new_connections_per_second);
+            for d in &svc.dests {
+                d.state.set_quiescent(d.weight == 0);
+            }
+        }
+        let snap = Arc::new(snap);
+        let old = self.config.swap(Arc::clone(&snap));
+        // Real servers that did not survive: their connections are judged by
+        // `expire_nodest_conn` from now on.
+        for d in old.services.iter().flat_map(|s| &s.dests) {
+            let kept = snap
+                .services
+                .iter()
+                .flat_map(|s| &s.dests)
+                .any(|n| Arc::ptr_eq(&n.state, &d.state));
+            if !kept {
+                d.state.set_removed();
+            }
+        }
         Ok(())
     }
 
@@ -316,6 +363,65 @@ impl Engine {
         self.conns.set_timeouts(t);
     }
 
+    /// The connection-table settings.
+    pub fn conntrack_settings(&self) -> ConntrackSettings {
+        self.conns.settings()
+    }
+
+    /// Changes the connection-table settings; existing connections are judged by them from now.
+    pub fn set_conntrack_settings(&self, s: ConntrackSettings) {
+        self.conns.set_settings(s);
+    }
+
+    /// One rate-estimator tick at `now`; call it every 2 seconds (as IPVS does). Rates in
+    /// [`Engine::stats`] are averages over these ticks.
+    pub fn estimate(&self, now: Timestamp) {
+        let snap = self.config.load();
+        for s in &snap.services {
+            s.traffic.estimate(now);
+            for d in &s.dests {
+                d.state.traffic.estimate(now);
+            }
+        }
+    }
+
+    /// Zeroes the traffic counters and rates of one service and its real servers, or of all
+    /// services (ipvsadm `-Z`). Returns `false` if `key` names no service. Connection counts
+    /// and drop counters are not traffic counters and stay.
+    pub fn zero_counters(&self, key: Option<&ServiceKey>) -> bool {
+        let snap = self.config.load();
+        let mut found = false;
+        for s in snap
+            .services
+            .iter()
+            .filter(|s| key.is_none_or(|k| *k == s.key))
+        {
+            found = true;
+            s.traffic.zero();
+            for d in &s.dests {
+                d.state.traffic.zero();
+            }
+        }
+        found || key.is_none()
+    }
+
+    /// How many pages [`Engine::connections`] lists the table in.
+    pub fn connection_pages(&self) -> usize {
+        self.conns.shard_count()
+    }
+
+    /// Page `page` (`0..connection_pages()`) of the live connection entries at `now`, of one
+    /// service if `service` is set. Each page is read under one shard's read lock, so listing a
+    /// large table page by page never holds the packet path up for long.
+    pub fn connections(
+        &self,
+        page: usize,
+        now: Timestamp,
+        service: Option<&ServiceKey>,
+    ) -> Vec<ConnectionInfo> {
+        self.conns.list_shard(page, now, service)
+    }
+
     /// Reads every counter.
     pub fn stats(&self) -> StatsSnapshot {
         let snap = self.config.load();
@@ -325,12 +431,14 @@ impl Engine {
             .map(|s| ServiceStats {
                 key: s.key,
                 counters: s.traffic.read(),
+                rates: s.traffic.rates(),
                 dests: s
                     .dests
                     .iter()
                     .map(|d| DestStats {
                         addr: d.addr,
                         counters: d.state.traffic.read(),
+                        rates: d.state.traffic.rates(),
                         active_conns: d.state.active(),
                         inactive_conns: d.state.inactive(),
                         persistent_conns: d.state.persistent.load(Relaxed),
@@ -343,6 +451,7 @@ impl Engine {
             drops: self.drops.read(),
             connections: self.conns.len(),
             max_connections: self.conns.max(),
+            evicted_connections: self.conns.evicted(),
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::config::Protocol;
-use crate::conntrack::{Conn, ConnState, InsertError, Tuple};
+use crate::conntrack::{Conn, InsertError, Tuple};
 use crate::sched::Flow;
 use crate::wire::{Ipv4Packet, TcpFlags, TcpPacket, UdpPacket};
 use crate::{DropReason, Engine, PacketBuf, Timestamp, Verdict};
@@ -63,19 +63,11 @@ pub(crate) fn process(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>) 
         dport: l4.dport,
     };
 
-    let found = engine.conns.with(&tuple, now, |c| {
-        let from_client = c.orig == tuple;
-        if proto == Protocol::Tcp
-            && from_client
-            && l4.flags.is_connection_start()
-            && matches!(c.state(), ConnState::Fin | ConnState::Close)
-        {
+    let found = engine.conns.with(&tuple, now, |c, from_client| {
+        if from_client && engine.conns.reschedules(c, l4.flags) {
             return Found::Reuse(std::sync::Arc::clone(c));
         }
-        c.touch(now);
-        if proto == Protocol::Tcp {
-            c.on_tcp(from_client, l4.flags);
-        }
+        c.on_packet(now, from_client, l4.flags);
         if from_client {
             c.service.inbound(total);
             c.dest.traffic.inbound(total);
@@ -157,8 +149,11 @@ fn new_connection(
     if tuple.proto == Protocol::Tcp && !l4.flags.is_connection_start() {
         return engine.drops.count(DropReason::NoConnection);
     }
-    if engine.conns.is_full() {
+    if !engine.conns.make_room(now) {
         return engine.drops.count(DropReason::TableFull);
+    }
+    if !svc.traffic.admit(now) {
+        return engine.drops.count(DropReason::RateLimited);
     }
     let flow = Flow {
         src: tuple.src,
@@ -187,7 +182,7 @@ fn new_connection(
         std::sync::Arc::clone(&dest.state),
         std::sync::Arc::clone(&svc.traffic),
     );
-    let conn = match engine.conns.insert(conn) {
+    let conn = match engine.conns.insert(conn, now) {
         Ok((c, fresh)) => {
             if fresh {
                 svc.traffic.conn();
@@ -199,7 +194,7 @@ fn new_connection(
         Err(InsertError::Conflict) => return engine.drops.count(DropReason::TupleConflict),
     };
     // `conn` may be another thread's entry for the same tuple: rewrite by it.
-    conn.touch(now);
+    conn.on_packet(now, true, l4.flags);
     conn.service.inbound(total);
     conn.dest.traffic.inbound(total);
     rewrite_dst(

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ulvs_engine::{DropReason, Engine, Protocol, SchedulerKind, Timeouts, Verdict};
+use ulvs_engine::{DropReason, Engine, Protocol, SchedulerKind, TcpState, Timeouts, Verdict};
 
 const D1: &str = "TCP 198.18.1.1:80 -> 198.19.0.11:8080";
 const U1: &str = "UDP 198.18.1.1:53 -> 198.19.0.12:5353";
@@ -85,7 +85,7 @@ fn traffic_keeps_an_entry_alive() {
 #[test]
 fn expired_entry_does_not_match_before_it_is_reaped() {
     let e = engine();
-    let syn_ms = Timeouts::default().tcp_syn_ms;
+    let syn_ms = Timeouts::default().tcp(TcpState::SynRecv);
     assert_eq!(
         run(&e, 0, &tcp(CLIENT, 40000, VIP, 80, SYN, &[])).0,
         Verdict::Forward
@@ -95,7 +95,7 @@ fn expired_entry_does_not_match_before_it_is_reaped() {
         Verdict::Forward
     );
     // Established now: its timeout is the long one.
-    let est = Timeouts::default().tcp_established_ms;
+    let est = Timeouts::default().tcp(TcpState::Established);
     let late = syn_ms - 1 + est;
     let ack = tcp(CLIENT, 40000, VIP, 80, ACK, &[]);
     assert_eq!(
@@ -132,7 +132,7 @@ fn tcp_states_move_active_and_inactive_counts() {
         ),
         (1, 0)
     );
-    assert_eq!(full_pass(&e, 2 + t.tcp_established_ms - 1), 0);
+    assert_eq!(full_pass(&e, 2 + t.tcp(TcpState::Established) - 1), 0);
     run(&e, 10, &tcp(RS1, 8080, CLIENT, 40000, FIN | ACK, &[]));
     assert_eq!(
         (
@@ -141,8 +141,8 @@ fn tcp_states_move_active_and_inactive_counts() {
         ),
         (0, 1)
     );
-    assert_eq!(full_pass(&e, 10 + t.tcp_fin_ms - 1), 0);
-    assert_eq!(full_pass(&e, 10 + t.tcp_fin_ms), 1);
+    assert_eq!(full_pass(&e, 10 + t.tcp(TcpState::FinWait) - 1), 0);
+    assert_eq!(full_pass(&e, 10 + t.tcp(TcpState::FinWait)), 1);
     assert_eq!(
         (
             gauge(&e, &format!("{D1} active")),
@@ -156,7 +156,8 @@ fn tcp_states_move_active_and_inactive_counts() {
 fn syn_on_a_closing_connection_is_a_new_connection() {
     let e = engine();
     run(&e, 0, &tcp(CLIENT, 40000, VIP, 80, SYN, &[]));
-    run(&e, 1, &tcp(CLIENT, 40000, VIP, 80, RST, &[]));
+    // The real server refuses: CLOSE. (A client RST in SYN_RECV keeps SYN_RECV, as in IPVS.)
+    run(&e, 1, &tcp(RS1, 8080, CLIENT, 40000, RST, &[]));
     // rr moves on: the reused port gets the second real server.
     let (v, out) = run(&e, 2, &tcp(CLIENT, 40000, VIP, 80, SYN, &[]));
     assert_eq!(v, Verdict::Forward);
