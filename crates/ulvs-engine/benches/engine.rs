@@ -33,6 +33,7 @@ fn engine() -> Engine {
             weight: 1,
             upper_threshold: 0,
             lower_threshold: 0,
+            tunnel: Default::default(),
         })
         .collect();
     e.apply_config(&Config {

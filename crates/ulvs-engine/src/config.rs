@@ -58,6 +58,59 @@ pub enum ForwardMethod {
     FullNat,
 }
 
+/// Encapsulation of a tunnel-mode real server (ipvsadm `--tun-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunnelType {
+    /// IP in IP: IPv4 or IPv6 outer header, protocol 4 (IPv4 inner) or 41 (IPv6 inner)
+    /// (RFC 2003, RFC 2473). The default.
+    #[default]
+    Ipip,
+    /// Generic UDP Encapsulation (draft-ietf-intarea-gue, version 0) to `port`.
+    Gue,
+    /// Generic Routing Encapsulation (RFC 2784), protocol 47.
+    Gre,
+}
+
+/// Checksum option of a GUE or GRE tunnel (ipvsadm `--tun-nocsum|--tun-csum|--tun-remcsum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunnelChecksum {
+    /// No outer checksum (UDP checksum 0, GRE without the C bit). The default.
+    #[default]
+    None,
+    /// An outer checksum (UDP checksum over GUE, GRE checksum field).
+    Csum,
+    /// Remote checksum offload (GUE only). Packets from the TUN never carry a partial
+    /// checksum, so as in IPVS this sends a full UDP checksum and no remcsum option.
+    Remcsum,
+}
+
+/// Tunnel settings of a real server; meaningful only with [`ForwardMethod::Tunnel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TunnelConfig {
+    /// Encapsulation.
+    pub kind: TunnelType,
+    /// GUE destination port (ipvsadm `--tun-port`); must be non-zero for GUE, 0 otherwise.
+    pub port: u16,
+    /// Checksum option.
+    pub checksum: TunnelChecksum,
+}
+
+impl TunnelConfig {
+    /// ipvsadm's `--tun-info` column: `ipip`, `gue:<port>:<-c|+c|r+c>` or `gre:<-c|+c>`.
+    pub fn info(&self) -> String {
+        let c = match self.checksum {
+            TunnelChecksum::None => "-c",
+            TunnelChecksum::Csum => "+c",
+            TunnelChecksum::Remcsum => "r+c",
+        };
+        match self.kind {
+            TunnelType::Ipip => "ipip".to_owned(),
+            TunnelType::Gue => format!("gue:{}:{c}", self.port),
+            TunnelType::Gre => format!("gre:{c}"),
+        }
+    }
+}
+
 /// The IPVS schedulers, by their ipvsadm names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SchedulerKind {
@@ -204,6 +257,8 @@ pub struct DestConfig {
     pub upper_threshold: u32,
     /// Lower connection threshold; 0 means none.
     pub lower_threshold: u32,
+    /// Tunnel settings (used with [`ForwardMethod::Tunnel`]; leave the default otherwise).
+    pub tunnel: TunnelConfig,
 }
 
 /// A virtual service.
@@ -282,8 +337,22 @@ impl Config {
                 if svc.dests[..j].iter().any(|o| o.addr == d.addr) {
                     return Err(ConfigError::DuplicateDest(svc.key, d.addr));
                 }
-                if ip_family(d.addr.ip()) != ip_family(svc.key.addr.ip()) {
+                // As in IPVS, only tunnelled real servers may be of the other family.
+                if ip_family(d.addr.ip()) != ip_family(svc.key.addr.ip())
+                    && d.forward != ForwardMethod::Tunnel
+                {
                     return Err(ConfigError::FamilyMismatch(svc.key, d.addr));
+                }
+                if d.forward == ForwardMethod::Tunnel {
+                    let t = d.tunnel;
+                    let bad = match t.kind {
+                        TunnelType::Gue => t.port == 0,
+                        TunnelType::Ipip => t.port != 0 || t.checksum != TunnelChecksum::None,
+                        TunnelType::Gre => t.port != 0 || t.checksum == TunnelChecksum::Remcsum,
+                    };
+                    if bad {
+                        return Err(ConfigError::BadTunnel(svc.key, d.addr));
+                    }
                 }
                 if d.addr.ip().is_unspecified() {
                     return Err(ConfigError::DestUnspecified(svc.key, d.addr));
@@ -341,6 +410,13 @@ pub enum ConfigError {
     /// A real server's address is 0.0.0.0 or ::.
     #[error("service {0}: real server {1} has an unspecified address")]
     DestUnspecified(ServiceKey, SocketAddr),
+    /// Tunnel settings that do not fit the tunnel type: GUE without a port, a port or checksum
+    /// option on IPIP, a port or remote checksum offload on GRE.
+    #[error(
+        "service {0}: real server {1} has inconsistent tunnel settings (GUE needs --tun-port; \
+         IPIP takes no port or checksum option; GRE takes no port or --tun-remcsum)"
+    )]
+    BadTunnel(ServiceKey, SocketAddr),
     /// The lower threshold is above the upper one.
     #[error("service {0}: real server {1} has a lower threshold above its upper threshold")]
     BadThresholds(ServiceKey, SocketAddr),

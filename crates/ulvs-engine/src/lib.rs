@@ -27,19 +27,25 @@
 pub mod checksum;
 pub mod config;
 mod conntrack;
+mod l2;
 mod nat;
+mod neigh;
 mod sched;
 mod snapshot;
 mod stats;
+mod tunnel;
 pub mod wire;
+mod xmit;
+
+pub use xmit::DEFAULT_PATH_MTU;
 
 pub use config::{
     Config, ConfigError, DestConfig, ForwardMethod, Persistence, Protocol, SchedFlags,
-    SchedulerKind, ServiceConfig, ServiceKey,
+    SchedulerKind, ServiceConfig, ServiceKey, TunnelChecksum, TunnelConfig, TunnelType,
 };
 pub use conntrack::{ConnectionInfo, ConntrackSettings, Direction, TcpState, Timeouts};
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -119,12 +125,56 @@ impl<'a> PacketBuf<'a> {
     }
 }
 
+/// The director's own addresses and limits that the forwarding methods need (set by the
+/// daemon from its command line, not part of the service configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Director {
+    /// Outer source address of IPv4 tunnel packets (tunnel mode to IPv4 real servers).
+    pub tunnel_source_v4: Option<Ipv4Addr>,
+    /// Outer source address of IPv6 tunnel packets.
+    pub tunnel_source_v6: Option<Ipv6Addr>,
+    /// MAC address of the TAP device (direct routing): the source of forwarded frames and the
+    /// address ARP/NDP answers give for virtual addresses. `None`: no TAP, direct routing
+    /// drops with [`DropReason::NoL2Device`].
+    pub mac: Option<[u8; 6]>,
+    /// Sender protocol address of the engine's ARP requests (0.0.0.0 when `None`).
+    pub arp_source: Option<Ipv4Addr>,
+    /// MTU of the path to tunnel-mode real servers unless one was set per real server
+    /// ([`Engine::set_path_mtu`]).
+    pub path_mtu: u32,
+}
+
+impl Default for Director {
+    fn default() -> Self {
+        Director {
+            tunnel_source_v4: None,
+            tunnel_source_v6: None,
+            mac: None,
+            arp_source: None,
+            path_mtu: DEFAULT_PATH_MTU,
+        }
+    }
+}
+
 /// What the caller must do with a processed packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// The packet was rewritten in place: send [`PacketBuf::data`] on.
+    /// The packet was rewritten in place: send [`PacketBuf::data`] on. It is an IP packet (NAT
+    /// rewrite or tunnel encapsulation, possibly moved into the headroom): write it to the TUN,
+    /// whether it came from the TUN or, as a frame, from the TAP.
     Forward,
-    /// The packet belongs to no service or connection: send it on unchanged.
+    /// The packet became an Ethernet frame for a direct-routing real server (the real server's
+    /// MAC as destination, the TAP's as source, possibly moved into the headroom): write it to
+    /// the TAP.
+    ForwardFrame,
+    /// The packet was turned into an answer to its sender: an ARP reply or NDP neighbour
+    /// advertisement for a virtual address (a frame, from [`Engine::process_frame`]: write it
+    /// to the TAP), or an ICMP error (from [`Engine::process`]: write it to the TUN, which
+    /// routes it to the sender; from [`Engine::process_frame`] it is a frame to the sender's
+    /// MAC).
+    Reply,
+    /// The packet belongs to no service or connection: from the TUN, send it on unchanged;
+    /// from the TAP, ignore it (writing it back would duplicate it on the bridge).
     Pass,
     /// Drop the packet; the reason's counter has been incremented.
     Drop(DropReason),
@@ -154,11 +204,25 @@ pub enum DropReason {
     TupleConflict,
     /// A new connection over its service's `max_new_connections_per_second`.
     RateLimited,
+    /// A packet for a direct-routing real server whose link-layer address is not (or no
+    /// longer) known; the engine's neighbour requests resolve it.
+    Unresolved,
+    /// A packet for a direct-routing real server while the engine has no TAP device
+    /// ([`Director::mac`] unset).
+    NoL2Device,
+    /// A packet for a tunnel-mode real server while no tunnel source address of its family is
+    /// set ([`Director::tunnel_source_v4`] / [`Director::tunnel_source_v6`]).
+    NoTunnelSource,
+    /// The buffer had too little headroom for the headers to add.
+    NoHeadroom,
+    /// A packet that would exceed the path MTU once encapsulated and may not be fragmented
+    /// (IPv4 DF, or IPv6).
+    TooBig,
 }
 
 impl DropReason {
     /// Every reason, for iterating counters.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::NoDestination,
         DropReason::TableFull,
@@ -168,6 +232,11 @@ impl DropReason {
         DropReason::NoService,
         DropReason::TupleConflict,
         DropReason::RateLimited,
+        DropReason::Unresolved,
+        DropReason::NoL2Device,
+        DropReason::NoTunnelSource,
+        DropReason::NoHeadroom,
+        DropReason::TooBig,
     ];
 
     /// The reason's position in [`DropReason::ALL`].
@@ -187,6 +256,11 @@ impl DropReason {
             DropReason::NoService => "no_service",
             DropReason::TupleConflict => "tuple_conflict",
             DropReason::RateLimited => "rate_limited",
+            DropReason::Unresolved => "unresolved",
+            DropReason::NoL2Device => "no_l2_device",
+            DropReason::NoTunnelSource => "no_tunnel_source",
+            DropReason::NoHeadroom => "no_headroom",
+            DropReason::TooBig => "too_big",
         }
     }
 }
@@ -277,6 +351,10 @@ pub struct Engine {
     apply_lock: Mutex<()>,
     conns: conntrack::ConnTable,
     drops: stats::DropCounters,
+    /// The director's addresses (tunnel sources, TAP MAC), swapped whole.
+    director: ArcSwap<Director>,
+    /// Link-layer addresses of direct-routing real servers.
+    neigh: neigh::NeighTable,
 }
 
 impl Engine {
@@ -287,7 +365,69 @@ impl Engine {
             apply_lock: Mutex::new(()),
             conns: conntrack::ConnTable::new(opts.max_connections, opts.shards, opts.hash_seed),
             drops: stats::DropCounters::default(),
+            director: ArcSwap::from_pointee(Director::default()),
+            neigh: neigh::NeighTable::default(),
         }
+    }
+
+    /// Sets the director's addresses and limits (tunnel sources, TAP MAC, path MTU).
+    pub fn set_director(&self, d: Director) {
+        self.director.store(Arc::new(d));
+    }
+
+    /// The director settings in use.
+    pub fn director(&self) -> Director {
+        Director::clone(&self.director.load())
+    }
+
+    /// Sets the MTU of the path to the real server at `ip` (every service's entry for it), as
+    /// the daemon learns it from the kernel's routes; 0 returns to [`Director::path_mtu`].
+    /// Tunnel-mode packets that would exceed it once encapsulated are answered with
+    /// FRAG_NEEDED / Packet Too Big.
+    pub fn set_path_mtu(&self, ip: IpAddr, mtu: u32) {
+        let snap = self.config.load();
+        for d in snap.services.iter().flat_map(|s| s.dests.iter()) {
+            if d.addr.ip() == ip {
+                d.state.path_mtu.store(mtu, Relaxed);
+            }
+        }
+    }
+
+    /// Processes one Ethernet frame read from the TAP device (direct routing) at time `now`.
+    ///
+    /// Never panics, whatever the bytes. ARP requests and NDP solicitations for virtual
+    /// addresses are answered ([`Verdict::Reply`], a frame for the TAP); ARP and NDP messages of
+    /// direct-routing real servers teach the neighbour table; IP packets addressed to the TAP's
+    /// MAC are classified as [`Engine::process`] does and come out as a frame for a
+    /// direct-routing real server ([`Verdict::ForwardFrame`]) or as an IP packet for the TUN
+    /// ([`Verdict::Forward`], NAT or tunnel real servers). Anything else is
+    /// [`Verdict::Pass`]: not ours, to be ignored.
+    pub fn process_frame(&self, now: Timestamp, frame: &mut PacketBuf<'_>) -> Verdict {
+        l2::process_frame(self, now, frame)
+    }
+
+    /// ARP requests and NDP neighbour solicitations (Ethernet frames for the TAP) that resolve
+    /// the direct-routing real servers: one for each that is unknown or due for a refresh and
+    /// was not asked in the last second. Also forgets addresses no longer configured. Call it
+    /// on a timer (for example every 100 ms); it allocates, and is not on the packet path.
+    pub fn neighbour_requests(&self, now: Timestamp) -> Vec<Vec<u8>> {
+        let Some(our) = self.director.load().mac else {
+            return Vec::new();
+        };
+        let arp_source = self.director.load().arp_source;
+        let snap = self.config.load();
+        self.neigh.retain(|ip| snap.route_dests.contains(ip));
+        let mut ips: Vec<IpAddr> = snap.route_dests.iter().copied().collect();
+        ips.sort();
+        ips.into_iter()
+            .filter(|ip| self.neigh.request_due(*ip, now))
+            .map(|ip| l2::request(ip, our, arp_source))
+            .collect()
+    }
+
+    /// The usable entries of the neighbour table (address, MAC), sorted by address.
+    pub fn neighbours(&self, now: Timestamp) -> Vec<(IpAddr, [u8; 6])> {
+        self.neigh.entries(now)
     }
 
     /// Validates `cfg` and swaps it in as the new configuration. On error nothing changes.

@@ -25,7 +25,7 @@ struct L4 {
 /// What the lookup decided, taken out of the shard guard's scope when the packet needs more.
 enum Found {
     /// Rewritten and counted.
-    Done,
+    Done(Verdict),
     /// A client SYN on a closing connection: the old entry must go and the SYN be scheduled.
     Reuse(std::sync::Arc<Conn>),
 }
@@ -71,16 +71,16 @@ pub(crate) fn process(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>) 
         if from_client {
             c.service.inbound(total);
             c.dest.traffic.inbound(total);
-            rewrite_dst(pkt.data_mut(), proto, c.reply.src, c.reply.sport);
+            Found::Done(crate::xmit::inbound(engine, now, pkt, c, total))
         } else {
             c.service.outbound(total);
             c.dest.traffic.outbound(total);
             rewrite_src(pkt.data_mut(), proto, c.orig.dst, c.orig.dport);
+            Found::Done(forward(pkt, total))
         }
-        Found::Done
     });
     match found {
-        Some(Found::Done) => return forward(pkt, total),
+        Some(Found::Done(v)) => return v,
         Some(Found::Reuse(old)) => {
             engine.conns.remove(&old);
         }
@@ -197,13 +197,7 @@ fn new_connection(
     conn.on_packet(now, true, l4.flags);
     conn.service.inbound(total);
     conn.dest.traffic.inbound(total);
-    rewrite_dst(
-        pkt.data_mut(),
-        tuple.proto,
-        conn.reply.src,
-        conn.reply.sport,
-    );
-    forward(pkt, total)
+    crate::xmit::inbound(engine, now, pkt, &conn, total)
 }
 
 /// Trims bytes past the IP total length (not part of the packet) and says "forward".
@@ -213,7 +207,7 @@ fn forward(pkt: &mut PacketBuf<'_>, total: usize) -> Verdict {
 }
 
 /// Rewrites the destination address and port (client -> real server), patching checksums.
-fn rewrite_dst(data: &mut [u8], proto: Protocol, addr: IpAddr, port: u16) {
+pub(crate) fn rewrite_dst(data: &mut [u8], proto: Protocol, addr: IpAddr, port: u16) {
     let IpAddr::V4(addr) = addr else { return };
     let mut ip = Ipv4Packet::new_unchecked(data);
     let old = ip.dst_bytes();

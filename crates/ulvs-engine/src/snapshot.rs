@@ -10,8 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ForwardMethod, Protocol, ServiceKey};
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::sched::{self, Scheduler};
 use crate::stats::{DestState, Traffic};
+use crate::tunnel::Fwd;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
@@ -58,6 +61,9 @@ pub(crate) struct Snapshot {
     index: FastMap<(Protocol, SocketAddr), usize>,
     /// Every virtual IP address.
     vips: FastSet<IpAddr>,
+    /// Addresses of direct-routing real servers (whose link-layer addresses the engine
+    /// resolves).
+    pub(crate) route_dests: FastSet<IpAddr>,
 }
 
 impl Snapshot {
@@ -68,7 +74,11 @@ impl Snapshot {
             if !sched::is_supported(svc.scheduler) {
                 return Err(ConfigError::UnsupportedScheduler(svc.scheduler));
             }
-            if let Some(d) = svc.dests.iter().find(|d| d.forward != ForwardMethod::Masq) {
+            if let Some(d) = svc
+                .dests
+                .iter()
+                .find(|d| d.forward == ForwardMethod::FullNat)
+            {
                 return Err(ConfigError::UnsupportedForward(d.forward));
             }
             if svc.persistence.is_some() {
@@ -98,6 +108,13 @@ impl Snapshot {
                         .and_then(|p| p.dests.iter().find(|o| o.addr == d.addr))
                         .map(|o| Arc::clone(&o.state))
                         .unwrap_or_else(|| Arc::new(DestState::new()));
+                    if prev.is_none_or(|p| p.dests.iter().all(|o| o.addr != d.addr)) {
+                        // A new real server: packets may reach it before apply_dest_settings.
+                        state.fwd.store(Fwd::of(d).pack(), Relaxed);
+                    }
+                    if d.forward == ForwardMethod::Route {
+                        snap.route_dests.insert(d.addr.ip());
+                    }
                     Dest {
                         addr: d.addr,
                         weight: d.weight,
@@ -121,13 +138,14 @@ impl Snapshot {
         Ok(snap)
     }
 
-    /// Applies the thresholds of `cfg` to the real servers' shared state. Called only after the
+    /// Applies the thresholds and forwarding settings of `cfg` to the real servers' shared state. Called only after the
     /// snapshot was swapped in, so a refused configuration changes nothing.
     pub(crate) fn apply_thresholds(&self, cfg: &Config) {
         for (svc, c) in self.services.iter().zip(&cfg.services) {
             for (d, dc) in svc.dests.iter().zip(&c.dests) {
                 d.state
                     .set_thresholds(dc.upper_threshold, dc.lower_threshold);
+                d.state.fwd.store(Fwd::of(dc).pack(), Relaxed);
             }
         }
     }

@@ -192,6 +192,12 @@ pub(crate) struct DestState {
     removed: AtomicBool,
     /// Weight 0 in the current configuration.
     quiescent: AtomicBool,
+    /// Forwarding method and tunnel settings, packed by [`crate::tunnel::Fwd::pack`]. Set when
+    /// the real server is created and by every configuration that keeps it.
+    pub(crate) fwd: AtomicU32,
+    /// MTU of the path to the real server (outer packets of tunnel mode); 0 = the engine's
+    /// default.
+    pub(crate) path_mtu: AtomicU32,
 }
 
 impl DestState {
@@ -207,6 +213,8 @@ impl DestState {
             overloaded: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             quiescent: AtomicBool::new(false),
+            fwd: AtomicU32::new(0),
+            path_mtu: AtomicU32::new(0),
         }
     }
 

@@ -43,10 +43,10 @@ fn refused_configurations_change_nothing() {
     );
 
     let mut c = base();
-    c.services[1].dests[0].forward = ForwardMethod::Route;
+    c.services[1].dests[0].forward = ForwardMethod::FullNat;
     assert_eq!(
         e.apply_config(&c),
-        Err(ConfigError::UnsupportedForward(ForwardMethod::Route))
+        Err(ConfigError::UnsupportedForward(ForwardMethod::FullNat))
     );
 
     let mut c = base();

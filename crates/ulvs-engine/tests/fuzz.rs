@@ -81,6 +81,9 @@ proptest! {
             Verdict::Forward => check_forwarded(&out, &bytes),
             Verdict::Pass => prop_assert_eq!(out, bytes),
             Verdict::Drop(_) => prop_assert_eq!(out, bytes),
+            Verdict::Reply | Verdict::ForwardFrame => {
+                prop_assert!(false, "a NAT-only engine answered or made a frame: {v:?}")
+            }
         }
     }
 

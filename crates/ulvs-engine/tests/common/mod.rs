@@ -83,6 +83,7 @@ pub fn dest(ip: [u8; 4], port: u16, weight: u32) -> DestConfig {
         weight,
         upper_threshold: 0,
         lower_threshold: 0,
+        tunnel: Default::default(),
     }
 }
 

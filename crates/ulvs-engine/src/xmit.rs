@@ -1,0 +1,81 @@
+//! Sending a client's packet on to its real server by the real server's forwarding method:
+//! NAT rewrite, tunnel encapsulation or a direct-routing frame.
+//!
+//! Called by the packet path once the connection is known and counted; the method and tunnel
+//! settings come from the real server's shared state (one atomic load).
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::config::ForwardMethod;
+use crate::conntrack::Conn;
+use crate::tunnel::{self, EncapError, Fwd, Inner};
+use crate::{DropReason, Engine, PacketBuf, Timestamp, Verdict};
+
+/// Default MTU of the path to tunnel-mode real servers when neither the real server nor the
+/// director settings give one.
+pub const DEFAULT_PATH_MTU: u32 = 1500;
+
+/// Sends the client's packet (`pkt`, trimmed to `total` bytes) of connection `conn` on.
+pub(crate) fn inbound(
+    engine: &Engine,
+    now: Timestamp,
+    pkt: &mut PacketBuf<'_>,
+    conn: &Conn,
+    total: usize,
+) -> Verdict {
+    pkt.end = pkt.start + total;
+    let fwd = Fwd::unpack(conn.dest.fwd.load(Relaxed));
+    match fwd.method {
+        ForwardMethod::Masq => {
+            crate::nat::rewrite_dst(
+                pkt.data_mut(),
+                conn.orig.proto,
+                conn.reply.src,
+                conn.reply.sport,
+            );
+            Verdict::Forward
+        }
+        ForwardMethod::Route => crate::l2::to_frame(engine, now, pkt, conn.reply.src),
+        ForwardMethod::Tunnel => encap(engine, pkt, conn, &fwd),
+        ForwardMethod::FullNat => engine.drops.count(DropReason::UnsupportedProtocol),
+    }
+}
+
+fn encap(engine: &Engine, pkt: &mut PacketBuf<'_>, conn: &Conn, fwd: &Fwd) -> Verdict {
+    let rs = conn.reply.src;
+    let dir = engine.director.load();
+    let src = match rs {
+        IpAddr::V4(_) => dir.tunnel_source_v4.map(IpAddr::V4),
+        IpAddr::V6(_) => dir.tunnel_source_v6.map(IpAddr::V6),
+    };
+    let Some(src) = src else {
+        return engine.drops.count(DropReason::NoTunnelSource);
+    };
+    let o = &conn.orig;
+    let hash = tunnel::flow_hash(o.src, o.sport, o.dst, o.dport, o.proto.number());
+    let inner = Inner::of(pkt.data(), hash);
+    let overhead = tunnel::overhead(&fwd.tunnel, rs.is_ipv6());
+    let mtu = match conn.dest.path_mtu.load(Relaxed) {
+        0 => dir.path_mtu,
+        m => m,
+    } as usize;
+    let len = pkt.len();
+    if len + overhead > mtu {
+        let room = mtu.saturating_sub(overhead);
+        // IPv4 without DF is fragmented by the kernel (outer DF copies the inner one); IPv6
+        // and IPv4 with DF are answered with Packet Too Big / FRAG_NEEDED.
+        if inner.v6 || inner.df {
+            let _ = room;
+            return engine.drops.count(DropReason::TooBig);
+        }
+    }
+    match tunnel::encapsulate(pkt.buf, pkt.start, len, inner, &fwd.tunnel, src, rs) {
+        Ok(start) => {
+            pkt.start = start;
+            Verdict::Forward
+        }
+        Err(EncapError::NoHeadroom) => engine.drops.count(DropReason::NoHeadroom),
+        Err(EncapError::TooLong) => engine.drops.count(DropReason::Malformed),
+    }
+}
