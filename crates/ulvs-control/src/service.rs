@@ -580,6 +580,26 @@ fn forward_to_pb(f: ForwardMethod) -> pb::ForwardMethod {
     }
 }
 
+fn tunnel_type_to_pb(d: &DestConfig) -> pb::TunnelType {
+    if d.forward != ForwardMethod::Tunnel {
+        return pb::TunnelType::Unspecified;
+    }
+    match d.tunnel.kind {
+        ulvs_engine::TunnelType::Ipip => pb::TunnelType::Ipip,
+        ulvs_engine::TunnelType::Gue => pb::TunnelType::Gue,
+        ulvs_engine::TunnelType::Gre => pb::TunnelType::Gre,
+    }
+}
+
+fn tunnel_checksum_to_pb(d: &DestConfig) -> pb::TunnelChecksum {
+    match d.tunnel.checksum {
+        _ if d.forward != ForwardMethod::Tunnel => pb::TunnelChecksum::Unspecified,
+        ulvs_engine::TunnelChecksum::None => pb::TunnelChecksum::None,
+        ulvs_engine::TunnelChecksum::Csum => pb::TunnelChecksum::Csum,
+        ulvs_engine::TunnelChecksum::Remcsum => pb::TunnelChecksum::Remcsum,
+    }
+}
+
 fn key_to_pb(key: &ServiceKey) -> pb::ServiceKey {
     pb::ServiceKey {
         protocol: protocol_to_pb(key.protocol) as i32,
@@ -608,7 +628,9 @@ fn dest_to_pb(
             weight: d.weight,
             upper_threshold: d.upper_threshold,
             lower_threshold: d.lower_threshold,
-            ..Default::default()
+            tunnel_type: tunnel_type_to_pb(d) as i32,
+            tunnel_port: u32::from(d.tunnel.port),
+            tunnel_checksum: tunnel_checksum_to_pb(d) as i32,
         }),
         active_connections: stats.map_or(0, |s| s.active_conns),
         inactive_connections: stats.map_or(0, |s| s.inactive_conns),

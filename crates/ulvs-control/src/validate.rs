@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ulvs_engine::{
     ConfigError, DestConfig, ForwardMethod, Persistence, Protocol, SchedFlags, SchedulerKind,
-    ServiceConfig, ServiceKey,
+    ServiceConfig, ServiceKey, TunnelChecksum, TunnelConfig, TunnelType,
 };
 use ulvs_proto::v1 as pb;
 
@@ -300,7 +300,10 @@ pub fn real_server_addr(
             format!("{ip} is unspecified; a real server address is required"),
         ));
     }
-    if family(ip) != family(svc.addr.ip()) {
+    // As in IPVS, only tunnelled real servers may be of the other family (the delete form,
+    // with no method, accepts either).
+    if family(ip) != family(svc.addr.ip()) && !matches!(forward, Some(ForwardMethod::Tunnel) | None)
+    {
         return Err(ControlError::invalid(
             addr_path,
             format!(
@@ -341,12 +344,14 @@ pub fn real_server(
             ),
         ));
     }
+    let tunnel = tunnel(spec, forward)?;
     Ok(DestConfig {
         addr,
         forward,
         weight: spec.weight,
         upper_threshold: spec.upper_threshold,
         lower_threshold: spec.lower_threshold,
+        tunnel,
     })
 }
 
@@ -521,6 +526,72 @@ pub fn changes(req: &pb::ApplyRequest) -> Result<Vec<Change>, ControlError> {
         .collect()
 }
 
+/// The tunnel settings of a real server: only for tunnel mode; GUE needs a port (1-65535),
+/// IPIP takes no port or checksum option, GRE no port or remote checksum offload.
+fn tunnel(spec: &pb::RealServerSpec, forward: ForwardMethod) -> Result<TunnelConfig, ControlError> {
+    let kind = match pb::TunnelType::try_from(spec.tunnel_type) {
+        Ok(pb::TunnelType::Unspecified | pb::TunnelType::Ipip) => TunnelType::Ipip,
+        Ok(pb::TunnelType::Gue) => TunnelType::Gue,
+        Ok(pb::TunnelType::Gre) => TunnelType::Gre,
+        Err(_) => {
+            return Err(ControlError::invalid(
+                "real_server.tunnel_type",
+                format!("unknown tunnel type value {}", spec.tunnel_type),
+            ));
+        }
+    };
+    let checksum = match pb::TunnelChecksum::try_from(spec.tunnel_checksum) {
+        Ok(pb::TunnelChecksum::Unspecified | pb::TunnelChecksum::None) => TunnelChecksum::None,
+        Ok(pb::TunnelChecksum::Csum) => TunnelChecksum::Csum,
+        Ok(pb::TunnelChecksum::Remcsum) => TunnelChecksum::Remcsum,
+        Err(_) => {
+            return Err(ControlError::invalid(
+                "real_server.tunnel_checksum",
+                format!("unknown tunnel checksum value {}", spec.tunnel_checksum),
+            ));
+        }
+    };
+    let set = kind != TunnelType::Ipip || spec.tunnel_port != 0 || checksum != TunnelChecksum::None;
+    if forward != ForwardMethod::Tunnel {
+        if set {
+            return Err(ControlError::invalid(
+                "real_server.tunnel_type",
+                "tunnel settings are only for tunnel-mode (-i) real servers",
+            ));
+        }
+        return Ok(TunnelConfig::default());
+    }
+    let port = u16::try_from(spec.tunnel_port).map_err(|_| {
+        ControlError::invalid(
+            "real_server.tunnel_port",
+            format!("{} is out of range (1-65535)", spec.tunnel_port),
+        )
+    })?;
+    match kind {
+        TunnelType::Gue if port == 0 => Err(ControlError::invalid(
+            "real_server.tunnel_port",
+            "GUE needs a destination port (--tun-port)",
+        )),
+        TunnelType::Ipip | TunnelType::Gre if port != 0 => Err(ControlError::invalid(
+            "real_server.tunnel_port",
+            "a port is only for GUE tunnels",
+        )),
+        TunnelType::Ipip if checksum != TunnelChecksum::None => Err(ControlError::invalid(
+            "real_server.tunnel_checksum",
+            "IPIP tunnels have no checksum option",
+        )),
+        TunnelType::Gre if checksum == TunnelChecksum::Remcsum => Err(ControlError::invalid(
+            "real_server.tunnel_checksum",
+            "remote checksum offload is only for GUE tunnels",
+        )),
+        _ => Ok(TunnelConfig {
+            kind,
+            port,
+            checksum,
+        }),
+    }
+}
+
 /// Maps an error of the engine's whole-configuration check to the request's field paths.
 pub(crate) fn config_error(err: ConfigError, paths: &Paths) -> ControlError {
     let message = err.to_string();
@@ -566,6 +637,7 @@ pub(crate) fn config_error(err: ConfigError, paths: &Paths) -> ControlError {
         ConfigError::FamilyMismatch(..) | ConfigError::DestUnspecified(..) => {
             ControlError::invalid(rs("address"), message)
         }
+        ConfigError::BadTunnel(..) => ControlError::invalid(rs("tunnel_type"), message),
         ConfigError::BadThresholds(..) => ControlError::invalid(rs("lower_threshold"), message),
     }
 }
