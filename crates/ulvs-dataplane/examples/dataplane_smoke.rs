@@ -33,6 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             weight: 1,
             upper_threshold: 0,
             lower_threshold: 0,
+            tunnel: Default::default(),
         });
     }
     let cfg = Config {

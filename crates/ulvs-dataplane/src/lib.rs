@@ -3,6 +3,7 @@
 //! This crate holds the privileged code of the daemon (ioctls, netlink, `/proc/sys`):
 //! - [`tun`]: creates the TUN device (`IFF_TUN | IFF_NO_PI`, optionally multi-queue), sets MTU
 //!   and `txqueuelen`, brings it up; one non-blocking descriptor per queue.
+//! - [`tap`]: the TAP device of direct routing, attached to the real servers' bridge.
 //! - [`worker`]: one blocking thread per queue that runs packets through
 //!   [`ulvs_engine::Engine::process`] and writes Forward/Pass verdicts back, an expiry thread
 //!   that calls [`ulvs_engine::Engine::expire`] every 100 ms, and the millisecond clock.
@@ -20,10 +21,12 @@
 
 pub mod prereq;
 pub mod router;
+pub mod tap;
 pub mod tun;
 pub mod worker;
 
 pub use prereq::{Host, PrereqError};
 pub use router::{Entry, Plan, Router, RouterError, RouterOptions};
+pub use tap::{TapDevice, TapQueue};
 pub use tun::{TunConfig, TunDevice, TunError, TunQueue};
 pub use worker::{Clock, QueueStats, WorkerError, Workers};

@@ -446,6 +446,63 @@ impl Router {
             .ok_or(RouterError::NoRoute(ip))
     }
 
+    /// The MTU of the kernel's path to `ip`: the route's MTU metric (a learned path MTU or an
+    /// `ip route ... mtu N`) if it has one, else the MTU of the outgoing interface. `None` if
+    /// the kernel has no route or says neither.
+    pub async fn path_mtu(&self, ip: IpAddr) -> Result<Option<u32>, RouterError> {
+        let query = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(ip, if ip.is_ipv4() { 32 } else { 128 })
+            .expect("a host prefix is valid for its own family")
+            .build();
+        let routes: Vec<RouteMessage> =
+            match self.handle.route().get(query).execute().try_collect().await {
+                Ok(r) => r,
+                Err(rtnetlink::Error::NetlinkError(_)) => return Ok(None),
+                Err(source) => {
+                    return Err(RouterError::Netlink {
+                        operation: format!("route get {ip}"),
+                        source,
+                    });
+                }
+            };
+        let attrs = || routes.iter().flat_map(|r| r.attributes.iter());
+        let metric = attrs().find_map(|a| match a {
+            RouteAttribute::Metrics(m) => m.iter().find_map(|m| match m {
+                rtnetlink::packet_route::route::RouteMetric::Mtu(v) if *v > 0 => Some(*v),
+                _ => None,
+            }),
+            _ => None,
+        });
+        if metric.is_some() {
+            return Ok(metric);
+        }
+        let Some(oif) = attrs().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let links: Vec<_> = self
+            .handle
+            .link()
+            .get()
+            .match_index(oif)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| RouterError::Netlink {
+                operation: format!("get link {oif}"),
+                source,
+            })?;
+        Ok(links
+            .iter()
+            .flat_map(|l| l.attributes.iter())
+            .find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            }))
+    }
+
     /// Installs the entries `cfg` needs and removes the ones it no longer needs. On error,
     /// undoes what this call did, so the installed set is unchanged.
     pub async fn sync(&self, cfg: &Config) -> Result<(), RouterError> {
@@ -570,6 +627,7 @@ mod tests {
             weight: 1,
             upper_threshold: 0,
             lower_threshold: 0,
+            tunnel: Default::default(),
         }
     }
 

@@ -25,7 +25,7 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// Default transmit queue length (the kernel's default of 500 drops under bursts).
 pub const DEFAULT_TXQUEUELEN: u32 = 4096;
 
-const TUN_PATH: &str = "/dev/net/tun";
+pub(crate) const TUN_PATH: &str = "/dev/net/tun";
 
 /// How to create the TUN device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,21 +124,21 @@ impl AsRawFd for TunQueue {
 
 /// `struct ifreq`: a name and a 24-byte union, of which we use the short flags and int values.
 #[repr(C)]
-struct IfReq {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    data: IfReqData,
+pub(crate) struct IfReq {
+    pub(crate) name: [libc::c_char; libc::IFNAMSIZ],
+    pub(crate) data: IfReqData,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-union IfReqData {
-    flags: libc::c_short,
-    value: libc::c_int,
-    _size: [u8; 24],
+pub(crate) union IfReqData {
+    pub(crate) flags: libc::c_short,
+    pub(crate) value: libc::c_int,
+    pub(crate) _size: [u8; 24],
 }
 
 impl IfReq {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
             data: IfReqData { _size: [0; 24] },
@@ -150,7 +150,7 @@ impl IfReq {
     }
 }
 
-fn validate_name(name: &str) -> Result<(), TunError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), TunError> {
     if name.is_empty()
         || name.len() >= libc::IFNAMSIZ
         || name
@@ -264,7 +264,7 @@ impl TunDevice {
     }
 }
 
-fn control_socket() -> io::Result<OwnedFd> {
+pub(crate) fn control_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -274,7 +274,7 @@ fn control_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn ifreq_ioctl(sock: &OwnedFd, request: libc::Ioctl, req: &mut IfReq) -> io::Result<()> {
+pub(crate) fn ifreq_ioctl(sock: &OwnedFd, request: libc::Ioctl, req: &mut IfReq) -> io::Result<()> {
     // SAFETY: every request used here takes a `struct ifreq`, which `req` is laid out as.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut IfReq) };
     if rc < 0 {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use ulvs_engine::{Engine, PacketBuf, Timestamp, Verdict};
 
+use crate::tap::TapQueue;
 use crate::tun::TunQueue;
 
 /// Bytes reserved in front of each packet for encapsulation headers.
@@ -124,6 +125,25 @@ impl Workers {
         queues: Vec<TunQueue>,
         clock: Clock,
     ) -> Result<Workers, WorkerError> {
+        Self::start_with_tap(engine, queues, None, clock)
+    }
+
+    /// Starts one worker per TUN queue, the expiry thread and, with `tap`, a worker for the
+    /// TAP device of direct routing: `tap` is the TAP descriptor and a TUN descriptor of its
+    /// own (for client packets that go to NAT or tunnel real servers). The TUN workers write
+    /// frames for direct-routing real servers to the TAP. The TAP worker also sends the
+    /// engine's ARP/NDP requests every [`EXPIRE_INTERVAL`]. Its counters come last in
+    /// [`Workers::queue_stats`].
+    pub fn start_with_tap(
+        engine: Arc<Engine>,
+        queues: Vec<TunQueue>,
+        tap: Option<(TapQueue, TunQueue)>,
+        clock: Clock,
+    ) -> Result<Workers, WorkerError> {
+        let (tap, tap_tun) = match tap {
+            Some((t, q)) => (Some(Arc::new(t)), Some(q)),
+            None => (None, None),
+        };
         // SAFETY: plain eventfd(2) call; the result is checked before use.
         let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if raw < 0 {
@@ -142,9 +162,28 @@ impl Workers {
             let name = format!("ulvs-q{i}");
             let counters = Arc::new(QueueCounters::default());
             let (engine, stop, c) = (engine.clone(), workers.stop_fd.clone(), counters.clone());
+            let tap = tap.clone();
             let spawned = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || run_queue(&engine, &queue, &stop, clock, &c));
+                .spawn(move || run_queue(&engine, &queue, tap.as_deref(), &stop, clock, &c));
+            match spawned {
+                Ok(h) => {
+                    workers.threads.push((name, h));
+                    workers.counters.push(counters);
+                }
+                Err(source) => {
+                    let _ = workers.stop();
+                    return Err(WorkerError::Spawn { name, source });
+                }
+            }
+        }
+        if let (Some(tap), Some(tun)) = (tap, tap_tun) {
+            let name = "ulvs-tap".to_owned();
+            let counters = Arc::new(QueueCounters::default());
+            let (engine, stop, c) = (engine.clone(), workers.stop_fd.clone(), counters.clone());
+            let spawned = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || run_tap(&engine, &tap, &tun, &stop, clock, &c));
             match spawned {
                 Ok(h) => {
                     workers.threads.push((name, h));
@@ -206,9 +245,22 @@ impl Drop for Workers {
     }
 }
 
+/// Writes `data` to a device, counting the outcome.
+fn send_counted(res: io::Result<usize>, len: usize, counters: &QueueCounters) {
+    match res {
+        Ok(w) if w == len => {
+            counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(_) | Err(_) => {
+            counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn run_queue(
     engine: &Engine,
     queue: &TunQueue,
+    tap: Option<&TapQueue>,
     stop: &OwnedFd,
     clock: Clock,
     counters: &QueueCounters,
@@ -263,17 +315,104 @@ fn run_queue(
             counters.rx_packets.fetch_add(1, Ordering::Relaxed);
             let mut pkt = PacketBuf::new(&mut buf, HEADROOM, n);
             match engine.process(now, &mut pkt) {
-                Verdict::Forward | Verdict::Pass => match queue.send(pkt.data()) {
-                    Ok(w) if w == pkt.len() => {
-                        counters.tx_packets.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(_) | Err(_) => {
+                Verdict::Forward | Verdict::Pass | Verdict::Reply => {
+                    send_counted(queue.send(pkt.data()), pkt.len(), counters);
+                }
+                Verdict::ForwardFrame => match tap {
+                    Some(tap) => send_counted(tap.send(pkt.data()), pkt.len(), counters),
+                    None => {
                         counters.write_errors.fetch_add(1, Ordering::Relaxed);
                     }
                 },
                 Verdict::Drop(reason) => {
                     counters.dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::trace!(reason = reason.name(), "packet dropped");
+                }
+            }
+        }
+    }
+}
+
+/// The TAP worker: frames through [`Engine::process_frame`], IP results to the TUN, frames
+/// back to the TAP, and the engine's neighbour requests on a timer.
+fn run_tap(
+    engine: &Engine,
+    tap: &TapQueue,
+    tun: &TunQueue,
+    stop: &OwnedFd,
+    clock: Clock,
+    counters: &QueueCounters,
+) {
+    let mut buf = vec![0u8; HEADROOM + MAX_PACKET];
+    let mut fds = [
+        libc::pollfd {
+            fd: tap.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let interval = EXPIRE_INTERVAL.as_millis() as u64;
+    let mut next_requests = 0u64;
+    loop {
+        let now = clock.now();
+        if now.0 >= next_requests {
+            for frame in engine.neighbour_requests(now) {
+                send_counted(tap.send(&frame), frame.len(), counters);
+            }
+            next_requests = now.0 + interval;
+        }
+        for f in &mut fds {
+            f.revents = 0;
+        }
+        let wait = next_requests.saturating_sub(clock.now().0).max(1) as libc::c_int;
+        // SAFETY: `fds` is a valid array of two pollfd structs.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::error!(error = %err, "poll on TAP failed; worker stops");
+            return;
+        }
+        if fds[1].revents != 0 {
+            return;
+        }
+        if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            tracing::error!("TAP reported an error condition; worker stops");
+            return;
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        let now = clock.now();
+        for _ in 0..BATCH {
+            let n = match tap.recv(&mut buf[HEADROOM..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "TAP read failed");
+                    break;
+                }
+            };
+            counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+            let mut pkt = PacketBuf::new(&mut buf, HEADROOM, n);
+            match engine.process_frame(now, &mut pkt) {
+                Verdict::Forward => send_counted(tun.send(pkt.data()), pkt.len(), counters),
+                Verdict::ForwardFrame | Verdict::Reply => {
+                    send_counted(tap.send(pkt.data()), pkt.len(), counters);
+                }
+                Verdict::Pass => {}
+                Verdict::Drop(reason) => {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::trace!(reason = reason.name(), "frame dropped");
                 }
             }
         }

@@ -53,6 +53,24 @@ fn drops_a_vip(old: &Config, new: &Config) -> bool {
     })
 }
 
+impl DaemonBackend {
+    /// Gives the engine the kernel's path MTU to each tunnel-mode real server, so that it
+    /// answers packets too big for the tunnel with FRAG_NEEDED / Packet Too Big.
+    async fn learn_path_mtus(&self, cfg: &Config) {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in cfg.services.iter().flat_map(|s| s.dests.iter()) {
+            if d.forward != ulvs_engine::ForwardMethod::Tunnel || !seen.insert(d.addr.ip()) {
+                continue;
+            }
+            match self.router.path_mtu(d.addr.ip()).await {
+                Ok(Some(mtu)) => self.engine.set_path_mtu(d.addr.ip(), mtu),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(rs = %d.addr.ip(), error = %e, "path MTU lookup failed"),
+            }
+        }
+    }
+}
+
 impl Backend for DaemonBackend {
     /// Order matters for packets in flight: a VIP route without its service in the engine sends
     /// packets through the TUN unchanged and back into it until their TTL runs out. So when a
@@ -82,6 +100,7 @@ impl Backend for DaemonBackend {
                 return Err(router_error(&e));
             }
         }
+        self.learn_path_mtus(new).await;
         tracing::info!(services = new.services.len(), "configuration applied");
         Ok(())
     }

@@ -19,7 +19,9 @@ use tracing_subscriber::EnvFilter;
 use ulvs_control::{BackendInfo, ControlService};
 use ulvs_dataplane::router::{DEFAULT_RULE_PRIORITY, DEFAULT_TABLE};
 use ulvs_dataplane::tun::{DEFAULT_MTU, DEFAULT_TUN_NAME};
-use ulvs_dataplane::{Clock, Host, Router, RouterOptions, TunConfig, TunDevice, Workers};
+use ulvs_dataplane::{
+    Clock, Host, Router, RouterOptions, TapDevice, TunConfig, TunDevice, Workers,
+};
 use ulvs_engine::{Engine, EngineOptions};
 
 use crate::backend::DaemonBackend;
@@ -69,6 +71,23 @@ struct Args {
     /// instead of failing when they are not so.
     #[arg(long)]
     configure_sysctls: bool,
+    /// Create a TAP device of this name for direct routing (-g), attached to --bridge.
+    #[arg(long, value_name = "NAME", requires = "bridge")]
+    tap: Option<String>,
+    /// The bridge that holds the real-server LAN; the TAP is attached to it.
+    #[arg(long, value_name = "BR", requires = "tap")]
+    bridge: Option<String>,
+    /// Outer source address of tunnel-mode (-i) packets; give one per address family in use.
+    #[arg(long = "tunnel-source", value_name = "ADDR")]
+    tunnel_sources: Vec<std::net::IpAddr>,
+    /// Sender address of the daemon's ARP requests for direct-routing real servers (0.0.0.0
+    /// when not given).
+    #[arg(long, value_name = "ADDR")]
+    arp_source: Option<std::net::Ipv4Addr>,
+    /// Path MTU to tunnel-mode real servers when the kernel's route to one says none.
+    #[arg(long, value_name = "BYTES", default_value_t = ulvs_engine::DEFAULT_PATH_MTU,
+          value_parser = clap::value_parser!(u32).range(576..=65535))]
+    tunnel_mtu: u32,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -138,6 +157,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         hash_seed: RandomState::new().hash_one(std::process::id()),
     }));
 
+    let director = director_settings(&args)?;
+    engine.set_director(director.clone());
+
     let tun = TunDevice::open(&TunConfig {
         name: args.tun.clone(),
         mtu: args.mtu,
@@ -148,6 +170,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         host.configure_rp_filter(tun.name())?;
     }
     host.check_rp_filter(tun.name())?;
+    if args.configure_sysctls && director.tunnel_source_v4.is_some() {
+        // Tunnel packets written to the TUN carry the director's own address as source; the
+        // kernel drops those as martians unless accept_local is on.
+        let path = format!("/proc/sys/net/ipv4/conf/{}/accept_local", tun.name());
+        std::fs::write(&path, "1").with_context(|| format!("write {path}"))?;
+    }
+    let tap = match (&args.tap, &args.bridge) {
+        (Some(tap), Some(bridge)) => {
+            let dev = TapDevice::open(tap, bridge, args.mtu)?;
+            engine.set_director(ulvs_engine::Director {
+                mac: Some(dev.mac()),
+                ..director.clone()
+            });
+            tracing::info!(
+                tap = dev.name(),
+                bridge = %bridge,
+                mac = %format_mac(dev.mac()),
+                "TAP device attached for direct routing"
+            );
+            Some(dev)
+        }
+        _ => None,
+    };
 
     let router = Arc::new(Router::connect(RouterOptions {
         table: args.route_table,
@@ -163,7 +208,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let clock = Clock::start();
-    let mut workers = Workers::start(engine.clone(), tun.clone_queues()?, clock)?;
+    let tap_queues = match &tap {
+        Some(dev) => {
+            let tun_q = tun
+                .clone_queues()?
+                .into_iter()
+                .next()
+                .context("the TUN has no queue")?;
+            Some((dev.clone_queue()?, tun_q))
+        }
+        None => None,
+    };
+    let mut workers =
+        Workers::start_with_tap(engine.clone(), tun.clone_queues()?, tap_queues, clock)?;
     tracing::info!(
         tun = tun.name(),
         queues = args.queues,
@@ -178,7 +235,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         router.clone(),
         BackendInfo {
             connection_table_size: u32::try_from(args.max_connections).unwrap_or(u32::MAX),
-            devices: vec![tun.name().to_owned()],
+            devices: std::iter::once(tun.name().to_owned())
+                .chain(tap.as_ref().map(|t| t.name().to_owned()))
+                .collect(),
             queues: u32::from(args.queues),
         },
     );
@@ -189,11 +248,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let stopped = workers.stop();
     let cleared = router.clear().await;
     drop(tun);
+    drop(tap);
     served?;
     stopped?;
     cleared.context("remove routes and rules")?;
     tracing::info!("ulvsd stopped");
     Ok(())
+}
+
+/// The engine's director settings from the command line.
+fn director_settings(args: &Args) -> anyhow::Result<ulvs_engine::Director> {
+    let mut d = ulvs_engine::Director {
+        arp_source: args.arp_source,
+        path_mtu: args.tunnel_mtu,
+        ..ulvs_engine::Director::default()
+    };
+    for ip in &args.tunnel_sources {
+        match ip {
+            std::net::IpAddr::V4(a) if d.tunnel_source_v4.is_none() => {
+                d.tunnel_source_v4 = Some(*a)
+            }
+            std::net::IpAddr::V6(a) if d.tunnel_source_v6.is_none() => {
+                d.tunnel_source_v6 = Some(*a)
+            }
+            _ => anyhow::bail!("--tunnel-source: give at most one address per family ({ip})"),
+        }
+    }
+    Ok(d)
+}
+
+fn format_mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Serves the control API on `socket` until SIGINT or SIGTERM; the socket file is removed when
@@ -250,5 +338,27 @@ mod tests {
         assert!(Args::try_parse_from(["ulvsd", "--queues", "0"]).is_err());
         assert!(Args::try_parse_from(["ulvsd", "--route-table", "0"]).is_err());
         assert!(Args::try_parse_from(["ulvsd", "--log-format", "xml"]).is_err());
+        assert!(Args::try_parse_from(["ulvsd", "--tap", "t0"]).is_err());
+        assert!(Args::try_parse_from(["ulvsd", "--bridge", "br0"]).is_err());
+        let two_v4 = Args::try_parse_from([
+            "ulvsd",
+            "--tunnel-source",
+            "198.18.1.1",
+            "--tunnel-source",
+            "198.18.1.2",
+        ])
+        .unwrap();
+        assert!(director_settings(&two_v4).is_err());
+        let both = Args::try_parse_from([
+            "ulvsd",
+            "--tunnel-source",
+            "198.18.1.1",
+            "--tunnel-source",
+            "fd00:1b5::1",
+        ])
+        .unwrap();
+        let d = director_settings(&both).unwrap();
+        assert_eq!(d.tunnel_source_v4, Some("198.18.1.1".parse().unwrap()));
+        assert_eq!(d.tunnel_source_v6, Some("fd00:1b5::1".parse().unwrap()));
     }
 }
