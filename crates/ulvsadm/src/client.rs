@@ -11,7 +11,9 @@ use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
 
 use crate::format::{self, ListStyle};
-use crate::model::{Forward, Protocol, RealServerSpec, ServiceKey, ServiceSpec};
+use crate::model::{
+    Forward, Protocol, RealServerSpec, ServiceKey, ServiceSpec, TunnelCsum, TunnelKind,
+};
 use crate::names::Resolver;
 use crate::parse::{Command, ListOptions, OutputFormat};
 
@@ -144,7 +146,19 @@ pub fn real_server_to_pb(r: &RealServerSpec) -> pb::RealServerSpec {
         weight: r.weight,
         upper_threshold: r.upper_threshold,
         lower_threshold: r.lower_threshold,
-        ..Default::default()
+        tunnel_type: match (r.forward, r.tunnel.kind) {
+            (Forward::Tunnel, TunnelKind::Ipip) => pb::TunnelType::Ipip,
+            (Forward::Tunnel, TunnelKind::Gue) => pb::TunnelType::Gue,
+            (Forward::Tunnel, TunnelKind::Gre) => pb::TunnelType::Gre,
+            _ => pb::TunnelType::Unspecified,
+        } as i32,
+        tunnel_port: r.tunnel.port.into(),
+        tunnel_checksum: match (r.forward, r.tunnel.csum) {
+            (Forward::Tunnel, TunnelCsum::None) => pb::TunnelChecksum::None,
+            (Forward::Tunnel, TunnelCsum::Csum) => pb::TunnelChecksum::Csum,
+            (Forward::Tunnel, TunnelCsum::Remcsum) => pb::TunnelChecksum::Remcsum,
+            _ => pb::TunnelChecksum::Unspecified,
+        } as i32,
     }
 }
 
@@ -369,6 +383,7 @@ mod tests {
             weight: 7,
             upper_threshold: 100,
             lower_threshold: 50,
+            tunnel: Default::default(),
         });
         assert_eq!(
             rs,

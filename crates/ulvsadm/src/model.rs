@@ -124,4 +124,41 @@ pub struct RealServerSpec {
     pub upper_threshold: u32,
     /// Lower connection threshold (`-y`, 0 = none).
     pub lower_threshold: u32,
+    /// Tunnel settings (`--tun-type`, `--tun-port`, `--tun-*csum`), for `-i` only.
+    pub tunnel: TunnelSpec,
+}
+
+/// Encapsulation of a tunnel-mode real server (`--tun-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TunnelKind {
+    /// `ipip` (the default).
+    #[default]
+    Ipip,
+    /// `gue`.
+    Gue,
+    /// `gre`.
+    Gre,
+}
+
+/// Checksum option of a GUE or GRE tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TunnelCsum {
+    /// `--tun-nocsum` (the default).
+    #[default]
+    None,
+    /// `--tun-csum`.
+    Csum,
+    /// `--tun-remcsum` (GUE only).
+    Remcsum,
+}
+
+/// Tunnel settings of a real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunnelSpec {
+    /// Encapsulation.
+    pub kind: TunnelKind,
+    /// GUE destination port (`--tun-port`), 0 when not given.
+    pub port: u16,
+    /// Checksum option.
+    pub csum: TunnelCsum,
 }

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use crate::model::{
     DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_SCHEDULER, Forward, MAX_TIMEOUT, Protocol, RealServerSpec,
-    ServiceKey, ServiceSpec,
+    ServiceKey, ServiceSpec, TunnelCsum, TunnelKind, TunnelSpec,
 };
 use crate::names::Resolver;
 
@@ -186,6 +186,8 @@ enum Key {
     Gatewaying,
     Ipip,
     FullNat,
+    /// `--tun-nocsum`, `--tun-csum`, `--tun-remcsum`.
+    TunCsum(TunnelCsum),
 }
 
 struct Spec {
@@ -271,11 +273,16 @@ static SPECS: &[Spec] = &[
     spec("mcast-ttl", None, ReqArg, Key::UnsupportedOpt),
     spec("sync-maxlen", None, ReqArg, Key::UnsupportedOpt),
     spec("tun-info", None, NoArg, Key::UnsupportedOpt),
-    spec("tun-type", None, ReqArg, Key::UnsupportedOpt),
-    spec("tun-port", None, ReqArg, Key::UnsupportedOpt),
-    spec("tun-nocsum", None, NoArg, Key::UnsupportedOpt),
-    spec("tun-csum", None, NoArg, Key::UnsupportedOpt),
-    spec("tun-remcsum", None, NoArg, Key::UnsupportedOpt),
+    spec("tun-type", None, ReqArg, Key::Opt(Opt::TunType)),
+    spec("tun-port", None, ReqArg, Key::Opt(Opt::TunPort)),
+    spec("tun-nocsum", None, NoArg, Key::TunCsum(TunnelCsum::None)),
+    spec("tun-csum", None, NoArg, Key::TunCsum(TunnelCsum::Csum)),
+    spec(
+        "tun-remcsum",
+        None,
+        NoArg,
+        Key::TunCsum(TunnelCsum::Remcsum),
+    ),
     spec("output", None, ReqArg, Key::Opt(Opt::Output)),
     spec("socket", None, ReqArg, Key::Socket),
 ];
@@ -334,9 +341,12 @@ enum Opt {
     Ops,
     SchedFlags,
     Output,
+    TunType,
+    TunPort,
+    TunCsum,
 }
 
-const ALL_OPTS: [Opt; 14] = [
+const ALL_OPTS: [Opt; 17] = [
     Opt::Numeric,
     Opt::Service,
     Opt::Scheduler,
@@ -351,6 +361,9 @@ const ALL_OPTS: [Opt; 14] = [
     Opt::Ops,
     Opt::SchedFlags,
     Opt::Output,
+    Opt::TunType,
+    Opt::TunPort,
+    Opt::TunCsum,
 ];
 
 impl Opt {
@@ -371,6 +384,9 @@ impl Opt {
             Opt::Ops => "ops",
             Opt::SchedFlags => "sched-flags",
             Opt::Output => "output",
+            Opt::TunType => "tun-type",
+            Opt::TunPort => "tun-port",
+            Opt::TunCsum => "tun-nocsum/tun-csum/tun-remcsum",
         }
     }
 
@@ -418,7 +434,13 @@ fn legality(cmd: Cmd, opt: Opt) -> Legal {
         },
         Cmd::AddDest | Cmd::EditDest => match opt {
             Opt::Service | Opt::Server => Required,
-            Opt::Forward | Opt::Weight | Opt::UThreshold | Opt::LThreshold => Optional,
+            Opt::Forward
+            | Opt::Weight
+            | Opt::UThreshold
+            | Opt::LThreshold
+            | Opt::TunType
+            | Opt::TunPort
+            | Opt::TunCsum => Optional,
             _ => Illegal,
         },
         Cmd::DelDest => match opt {
@@ -610,6 +632,7 @@ struct State {
     ops: bool,
     sched_flags: Option<String>,
     output: Option<OutputFormat>,
+    tunnel: TunnelSpec,
 }
 
 impl State {
@@ -677,6 +700,10 @@ impl State {
                     .ok_or_else(|| invalid("illegal virtual server address[:port] specified"))?;
                 self.service = Some((proto, ap));
             }
+            Key::TunCsum(c) => {
+                self.set(Opt::TunCsum)?;
+                self.tunnel.csum = c;
+            }
             Key::Masq | Key::Gatewaying | Key::Ipip | Key::FullNat => {
                 self.set(Opt::Forward)?;
                 self.forward = Some(match key {
@@ -702,6 +729,21 @@ impl State {
                     }
                     Opt::Netmask => self.netmask = Some(value_or_empty.to_string()),
                     Opt::Server => self.server = Some(value_or_empty.to_string()),
+                    // Set through Key::TunCsum.
+                    Opt::TunCsum => {}
+                    Opt::TunType => {
+                        self.tunnel.kind = match value_or_empty {
+                            "ipip" => TunnelKind::Ipip,
+                            "gue" => TunnelKind::Gue,
+                            "gre" => TunnelKind::Gre,
+                            v => return Err(invalid(format!("illegal tunnel type `{v}'"))),
+                        }
+                    }
+                    Opt::TunPort => {
+                        self.tunnel.port = number_in(value_or_empty, 1, 65535)
+                            .ok_or_else(|| invalid("illegal tunnel port specified"))?
+                            as u16
+                    }
                     Opt::Weight => {
                         self.weight = Some(
                             number_in(value_or_empty, 0, 65535)
@@ -963,6 +1005,29 @@ fn finish(
                         "Different address family is allowed only for tunneling servers",
                     ));
                 }
+                let tun_given =
+                    st.given & (Opt::TunType.bit() | Opt::TunPort.bit() | Opt::TunCsum.bit()) != 0;
+                if tun_given && forward != Forward::Tunnel {
+                    return Err(invalid(
+                        "tunnel options (--tun-*) are only for tunnelling servers (-i)",
+                    ));
+                }
+                let t = st.tunnel;
+                match t.kind {
+                    TunnelKind::Gue if t.port == 0 => {
+                        return Err(invalid("a GUE tunnel needs --tun-port"));
+                    }
+                    TunnelKind::Ipip | TunnelKind::Gre if t.port != 0 => {
+                        return Err(invalid("--tun-port is only for --tun-type gue"));
+                    }
+                    TunnelKind::Ipip if st.given & Opt::TunCsum.bit() != 0 => {
+                        return Err(invalid("checksum options are only for gue and gre tunnels"));
+                    }
+                    TunnelKind::Gre if t.csum == TunnelCsum::Remcsum => {
+                        return Err(invalid("--tun-remcsum is only for --tun-type gue"));
+                    }
+                    _ => {}
+                }
                 let rs = RealServerSpec {
                     addr: ap.addr,
                     port,
@@ -970,6 +1035,7 @@ fn finish(
                     weight: st.weight.unwrap_or(1),
                     upper_threshold: st.u_threshold.unwrap_or(0),
                     lower_threshold: st.l_threshold.unwrap_or(0),
+                    tunnel: t,
                 };
                 if cmd == Cmd::AddDest {
                     Command::AddServer(key, rs)

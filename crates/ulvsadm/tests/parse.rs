@@ -63,6 +63,7 @@ fn server(addr: &str, port: u16, forward: Forward) -> RealServerSpec {
         weight: 1,
         upper_threshold: 0,
         lower_threshold: 0,
+        tunnel: Default::default(),
     }
 }
 
@@ -623,5 +624,49 @@ fn ipvsadm_features_not_implemented_yet_are_named() {
         let e = parse(line).unwrap_err();
         assert!(matches!(e, ParseError::Unsupported(_)), "{line}: {e:?}");
         assert_eq!(e.to_string(), msg, "{line}");
+    }
+}
+
+#[test]
+fn tunnel_options() {
+    use ulvsadm::model::{TunnelCsum, TunnelKind, TunnelSpec};
+    assert_eq!(
+        cmd("-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-type gue --tun-port 6080 --tun-csum"),
+        Command::AddServer(
+            tcp80(),
+            RealServerSpec {
+                tunnel: TunnelSpec {
+                    kind: TunnelKind::Gue,
+                    port: 6080,
+                    csum: TunnelCsum::Csum,
+                },
+                ..server("198.18.1.1", 80, Forward::Tunnel)
+            }
+        )
+    );
+    assert_eq!(
+        cmd("-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-type gre --tun-nocsum"),
+        Command::AddServer(
+            tcp80(),
+            RealServerSpec {
+                tunnel: TunnelSpec {
+                    kind: TunnelKind::Gre,
+                    port: 0,
+                    csum: TunnelCsum::None,
+                },
+                ..server("198.18.1.1", 80, Forward::Tunnel)
+            }
+        )
+    );
+    for bad in [
+        "-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-type gue",
+        "-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-type ipip --tun-csum",
+        "-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-type gre --tun-remcsum",
+        "-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-port 6080",
+        "-a -t 198.18.0.1:80 -r 198.18.1.1 -g --tun-type gre",
+        "-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-type vxlan",
+        "-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-csum --tun-nocsum",
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
     }
 }
