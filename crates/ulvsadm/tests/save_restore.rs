@@ -344,7 +344,7 @@ fn restore_is_all_or_none() -> Result<()> {
     let err = fails(
         s,
         "-R",
-        "-A -t 198.18.0.3:80 -s rr\n-a -t 198.18.0.3:80 -r 198.18.1.1:80 -g\n",
+        "-A -t 198.18.0.3:80 -s rr\n-a -t 198.18.0.3:80 -r 198.18.1.1:80 --fullnat\n",
         1,
     )?;
     assert!(
