@@ -29,6 +29,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod cleanup;
 pub mod client;
+pub mod dr;
 pub mod netns;
 pub mod process;
 pub mod topology;

@@ -133,8 +133,9 @@ pub struct Director {
     pub tunnel_source_v4: Option<Ipv4Addr>,
     /// Outer source address of IPv6 tunnel packets.
     pub tunnel_source_v6: Option<Ipv6Addr>,
-    /// MAC address of the TAP device (direct routing): the source of forwarded frames and the
-    /// address ARP/NDP answers give for virtual addresses. `None`: no TAP, direct routing
+    /// The engine's MAC address behind the TAP device (direct routing): the source of
+    /// forwarded frames and the address ARP/NDP answers give for virtual addresses. It must
+    /// differ from the TAP device's own address, which the bridge treats as its own. `None`: no TAP, direct routing
     /// drops with [`DropReason::NoL2Device`].
     pub mac: Option<[u8; 6]>,
     /// Sender protocol address of the engine's ARP requests (0.0.0.0 when `None`).

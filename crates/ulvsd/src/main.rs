@@ -179,14 +179,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tap = match (&args.tap, &args.bridge) {
         (Some(tap), Some(bridge)) => {
             let dev = TapDevice::open(tap, bridge, args.mtu)?;
+            let mac = station_mac(dev.mac());
             engine.set_director(ulvs_engine::Director {
-                mac: Some(dev.mac()),
+                mac: Some(mac),
                 ..director.clone()
             });
             tracing::info!(
                 tap = dev.name(),
                 bridge = %bridge,
-                mac = %format_mac(dev.mac()),
+                mac = %format_mac(mac),
                 "TAP device attached for direct routing"
             );
             Some(dev)
@@ -277,6 +278,20 @@ fn director_settings(args: &Args) -> anyhow::Result<ulvs_engine::Director> {
     Ok(d)
 }
 
+/// The MAC the engine uses behind the TAP: a random locally administered unicast address,
+/// distinct from the TAP device's own (the bridge keeps each port's own address as a local
+/// entry and would deliver frames to it to the director's stack instead of out the TAP port).
+fn station_mac(tap_mac: [u8; 6]) -> [u8; 6] {
+    let h = RandomState::new().hash_one((std::process::id(), tap_mac));
+    let b = h.to_be_bytes();
+    let mut mac = [b[0], b[1], b[2], b[3], b[4], b[5]];
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    if mac == tap_mac {
+        mac[5] ^= 1;
+    }
+    mac
+}
+
 fn format_mac(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -357,6 +372,9 @@ mod tests {
             "fd00:1b5::1",
         ])
         .unwrap();
+        let tap = [0x02, 1, 2, 3, 4, 5];
+        let m = station_mac(tap);
+        assert!(m != tap && m[0] & 1 == 0 && m[0] & 2 == 2, "{m:?}");
         let d = director_settings(&both).unwrap();
         assert_eq!(d.tunnel_source_v4, Some("198.18.1.1".parse().unwrap()));
         assert_eq!(d.tunnel_source_v6, Some("fd00:1b5::1".parse().unwrap()));
