@@ -44,6 +44,10 @@ impl Backend for EngineBackend {
         self.engine.stats()
     }
 
+    fn conntrack(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+
     fn info(&self) -> BackendInfo {
         BackendInfo {
             connection_table_size: self.connection_table_size,

@@ -12,6 +12,8 @@
 //! - [`ControlError`] (`error.rs`): refusals, and their one mapping to gRPC status codes.
 //! - [`bind_unix`] / [`serve_unix`] (`server.rs`): the unix socket (mode 0600) with gRPC health
 //!   and reflection on the same server.
+//! - `conntrack.rs`: the connection-table RPCs (timeouts, conntrack settings, connection
+//!   listing, stats, zeroing), which act on [`Backend::conntrack`] and not on the configuration.
 //! - [`EngineBackend`]: a backend that drives an engine only (no devices, no routes).
 //!
 //! # Semantics
@@ -21,6 +23,7 @@
 //! routing and tunnelling use the service's port. An edit of a service without labels keeps its
 //! labels. Settings the engine does not implement are `FAILED_PRECONDITION` naming the field.
 
+mod conntrack;
 mod engine_backend;
 mod error;
 mod server;
@@ -64,6 +67,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Current counters of every service and real server.
     fn stats(&self) -> StatsSnapshot;
+
+    /// The engine whose connection table the timeouts, conntrack settings, connection listing
+    /// and counter zeroing act on; `None` (the default) if the backend has none, and those
+    /// RPCs answer `FAILED_PRECONDITION`.
+    fn conntrack(&self) -> Option<&Engine> {
+        None
+    }
 
     /// Static facts about the daemon.
     fn info(&self) -> BackendInfo;

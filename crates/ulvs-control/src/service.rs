@@ -636,8 +636,10 @@ fn dest_to_pb(
         inactive_connections: stats.map_or(0, |s| s.inactive_conns),
         persistent_connections: stats.map_or(0, |s| s.persistent_conns),
         stats: Some(stats_to_pb(&stats.map(|s| s.counters).unwrap_or_default())),
+        rates: Some(crate::conntrack::rates_to_pb(
+            &stats.map(|s| s.rates).unwrap_or_default(),
+        )),
         state: state as i32,
-        ..Default::default()
     }
 }
 
@@ -680,6 +682,9 @@ fn service_to_pb(
             })
             .collect(),
         stats: Some(stats_to_pb(&stats.map(|s| s.counters).unwrap_or_default())),
+        rates: Some(crate::conntrack::rates_to_pb(
+            &stats.map(|s| s.rates).unwrap_or_default(),
+        )),
         ..Default::default()
     }
 }
@@ -949,51 +954,66 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
         &self,
         _request: Request<pb::GetTimeoutsRequest>,
     ) -> Result<Response<pb::GetTimeoutsResponse>, Status> {
-        Err(not_yet("GetTimeouts"))
+        Ok(Response::new(crate::conntrack::get_timeouts(
+            &*self.backend,
+        )?))
     }
 
     async fn set_timeouts(
         &self,
-        _request: Request<pb::SetTimeoutsRequest>,
+        request: Request<pb::SetTimeoutsRequest>,
     ) -> Result<Response<pb::SetTimeoutsResponse>, Status> {
-        Err(not_yet("SetTimeouts"))
+        let r = crate::conntrack::set_timeouts(&*self.backend, request.get_ref())?;
+        Ok(Response::new(r))
     }
 
     async fn get_conntrack_settings(
         &self,
         _request: Request<pb::GetConntrackSettingsRequest>,
     ) -> Result<Response<pb::GetConntrackSettingsResponse>, Status> {
-        Err(not_yet("GetConntrackSettings"))
+        Ok(Response::new(crate::conntrack::get_settings(
+            &*self.backend,
+        )?))
     }
 
     async fn set_conntrack_settings(
         &self,
-        _request: Request<pb::SetConntrackSettingsRequest>,
+        request: Request<pb::SetConntrackSettingsRequest>,
     ) -> Result<Response<pb::SetConntrackSettingsResponse>, Status> {
-        Err(not_yet("SetConntrackSettings"))
+        let r = crate::conntrack::set_settings(&*self.backend, request.get_ref())?;
+        Ok(Response::new(r))
     }
 
     type ListConnectionsStream = BoxStream<pb::ListConnectionsResponse>;
 
     async fn list_connections(
         &self,
-        _request: Request<pb::ListConnectionsRequest>,
+        request: Request<pb::ListConnectionsRequest>,
     ) -> Result<Response<Self::ListConnectionsStream>, Status> {
-        Err(not_yet("ListConnections"))
+        let config = self.state.lock().await.config.clone();
+        let rx = crate::conntrack::list_connections(
+            Arc::clone(&self.backend),
+            config,
+            request.get_ref(),
+        )?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn get_stats(
         &self,
         _request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        Err(not_yet("GetStats"))
+        Ok(Response::new(crate::conntrack::get_stats(&*self.backend)?))
     }
 
     async fn zero_counters(
         &self,
-        _request: Request<pb::ZeroCountersRequest>,
+        request: Request<pb::ZeroCountersRequest>,
     ) -> Result<Response<pb::ZeroCountersResponse>, Status> {
-        Err(not_yet("ZeroCounters"))
+        let r = crate::conntrack::zero_counters(&*self.backend, request.get_ref())?;
+        Ok(Response::new(r))
     }
 
     async fn explain(

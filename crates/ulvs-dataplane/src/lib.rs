@@ -6,7 +6,8 @@
 //! - [`tap`]: the TAP device of direct routing, attached to the real servers' bridge.
 //! - [`worker`]: one blocking thread per queue that runs packets through
 //!   [`ulvs_engine::Engine::process`] and writes Forward/Pass verdicts back, an expiry thread
-//!   that calls [`ulvs_engine::Engine::expire`] every 100 ms, and the millisecond clock.
+//!   that calls [`ulvs_engine::Engine::expire`] every 100 ms and [`ulvs_engine::Engine::estimate`]
+//!   (the rate estimator) every 2 s, and the millisecond clock.
 //! - [`router`]: host routes for the virtual addresses and reply-steering policy rules, kept in
 //!   step with the configuration over netlink, removed on exit.
 //! - [`prereq`]: checks of forwarding, `rp_filter`, CAP_NET_ADMIN and `/dev/net/tun`, and the

@@ -419,11 +419,21 @@ fn run_tap(
     }
 }
 
+/// How often the rate estimator ticks (as IPVS's estimator).
+const ESTIMATE_INTERVAL_MS: u64 = 2_000;
+
 fn run_expiry(engine: &Engine, stop: &mpsc::Receiver<()>, clock: Clock) {
+    let mut last_estimate = clock.now();
+    engine.estimate(last_estimate);
     loop {
         match stop.recv_timeout(EXPIRE_INTERVAL) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let removed = engine.expire(clock.now());
+                let now = clock.now();
+                if now.0.saturating_sub(last_estimate.0) >= ESTIMATE_INTERVAL_MS {
+                    engine.estimate(now);
+                    last_estimate = now;
+                }
+                let removed = engine.expire(now);
                 if removed > 0 {
                     tracing::trace!(removed, "expired connections");
                 }

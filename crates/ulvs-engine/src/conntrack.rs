@@ -561,6 +561,8 @@ pub(crate) struct ConnTable {
     count: AtomicUsize,
     max: usize,
     evicted: AtomicU64,
+    /// The latest time given to `expire` or `note_time`.
+    clock: AtomicU64,
     timeouts: AtomicTimeouts,
     settings: AtomicSettings,
 }
@@ -587,6 +589,7 @@ impl ConnTable {
             count: AtomicUsize::new(0),
             max,
             evicted: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
             timeouts: AtomicTimeouts::new(Timeouts::default()),
             settings: AtomicSettings::new(ConntrackSettings::default()),
         }
@@ -609,6 +612,16 @@ impl ConnTable {
     /// The table limit.
     pub(crate) fn max(&self) -> usize {
         self.max
+    }
+
+    /// Notes the time of a periodic caller (see [`ConnTable::clock`]).
+    pub(crate) fn note_time(&self, now: Timestamp) {
+        self.clock.fetch_max(now.0, Relaxed);
+    }
+
+    /// The latest time given to [`ConnTable::expire`] or [`ConnTable::note_time`].
+    pub(crate) fn clock(&self) -> Timestamp {
+        Timestamp(self.clock.load(Relaxed))
     }
 
     /// Entries evicted to make room for new connections since the start.
@@ -866,6 +879,7 @@ impl ConnTable {
     /// The scan holds each shard's read lock only (packets keep flowing); removals take the
     /// write locks one entry at a time. Tables left mostly empty (after a flood) are shrunk.
     pub(crate) fn expire(&self, now: Timestamp) -> usize {
+        self.note_time(now);
         let n = self.shards.len();
         let slice = (n / REAP_FRACTION).max(1);
         let start = self.cursor.fetch_add(slice, Relaxed);

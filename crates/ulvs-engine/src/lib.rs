@@ -488,6 +488,17 @@ impl Engine {
         self.conns.expire(now)
     }
 
+    /// The latest time passed to [`Engine::expire`] or [`Engine::estimate`]: the engine's idea
+    /// of "now" for callers without the daemon's clock (connection listings).
+    pub fn clock(&self) -> Timestamp {
+        self.conns.clock()
+    }
+
+    /// The connection table's limit.
+    pub fn max_connections(&self) -> usize {
+        self.conns.max()
+    }
+
     /// How many [`Engine::expire`] calls make one full pass over the connection table.
     pub fn expire_calls_per_pass(&self) -> usize {
         self.conns.expire_calls_per_pass()
@@ -517,6 +528,7 @@ impl Engine {
     /// One rate-estimator tick at `now`; call it every 2 seconds (as IPVS does). Rates in
     /// [`Engine::stats`] are averages over these ticks.
     pub fn estimate(&self, now: Timestamp) {
+        self.conns.note_time(now);
         let snap = self.config.load();
         for s in &snap.services {
             s.traffic.estimate(now);

@@ -109,6 +109,10 @@ impl Backend for DaemonBackend {
         self.engine.stats()
     }
 
+    fn conntrack(&self) -> Option<&Engine> {
+        Some(&self.engine)
+    }
+
     fn info(&self) -> BackendInfo {
         self.info.clone()
     }
