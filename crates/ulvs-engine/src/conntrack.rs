@@ -369,6 +369,8 @@ pub(crate) struct Conn {
     pub(crate) dest: Arc<DestState>,
     /// The service's counters.
     pub(crate) service: Arc<Traffic>,
+    /// The persistence template that chose the real server (released when the entry goes).
+    pub(crate) template: Option<Arc<crate::persist::Template>>,
 }
 
 impl Conn {
@@ -394,6 +396,7 @@ impl Conn {
             last_seen: AtomicU64::new(now.0),
             dest,
             service,
+            template: None,
         }
     }
 
@@ -411,7 +414,7 @@ impl Conn {
             .copied()
     }
 
-    fn state_name(&self) -> &'static str {
+    pub(crate) fn state_name(&self) -> &'static str {
         match self.state.load(Relaxed) {
             UDP => "UDP",
             DEAD => "NONE",
@@ -697,6 +700,15 @@ impl ConnTable {
         None
     }
 
+    /// The live connection `t` is the original tuple of, at `now`, touching and removing
+    /// nothing (explain).
+    pub(crate) fn peek(&self, t: &Tuple, now: Timestamp) -> Option<Arc<Conn>> {
+        let h = self.hash(t);
+        let tables = self.shard(h).read();
+        let c = tables.orig.find(h, |c| c.orig == *t)?;
+        (!self.expired(c, now)).then(|| Arc::clone(c))
+    }
+
     /// Removes `conn` from the table (both tuples) and uncounts it, if no one did yet.
     pub(crate) fn remove(&self, conn: &Arc<Conn>) -> bool {
         let Some(active) = conn.kill() else {
@@ -704,6 +716,9 @@ impl ConnTable {
         };
         self.unlink(conn);
         conn.dest.unbind(active);
+        if let Some(t) = &conn.template {
+            t.release();
+        }
         self.count.fetch_sub(1, Relaxed);
         true
     }
@@ -792,6 +807,9 @@ impl ConnTable {
             }
             self.count.fetch_sub(1, Relaxed);
             if !self.make_room(now) {
+                if let Some(t) = &conn.template {
+                    t.release();
+                }
                 return Err(InsertError::Full);
             }
         }
@@ -819,14 +837,19 @@ impl ConnTable {
         if let Some(s) = stale {
             // A gone entry held the tuple: take it out and try once more.
             self.remove(&s);
-            self.undo(&conn);
-            let fresh = Conn::new(
+            let mut fresh = Conn::new(
                 conn.orig,
                 conn.reply,
                 now,
                 Arc::clone(&conn.dest),
                 Arc::clone(&conn.service),
             );
+            // The retry holds its own reference on the template before `undo` drops ours.
+            fresh.template = conn.template.as_ref().map(|t| {
+                t.hold();
+                Arc::clone(t)
+            });
+            self.undo(&conn);
             return self.insert(fresh, now);
         }
         let hr = self.hash(&conn.reply);
@@ -869,6 +892,9 @@ impl ConnTable {
     fn undo(&self, conn: &Arc<Conn>) {
         if conn.kill().is_some() {
             conn.dest.unbind(false);
+            if let Some(t) = &conn.template {
+                t.release();
+            }
         }
         self.count.fetch_sub(1, Relaxed);
     }
@@ -973,7 +999,7 @@ mod tests {
     fn entry_stays_small() {
         // Two tuples, two pointers, state, counters: the entry itself (without the Arc header).
         assert!(
-            std::mem::size_of::<Conn>() <= 120,
+            std::mem::size_of::<Conn>() <= 128,
             "{}",
             std::mem::size_of::<Conn>()
         );

@@ -21,15 +21,19 @@
 //! - `nat`: the packet path (classification, conntrack lookup, NAT rewrites).
 //! - `conntrack`: the sharded connection table, the IPVS TCP state machine, timeouts, the
 //!   reaper, the table limit with flood defence.
-//! - `sched`: the schedulers (rr, wrr, lc, wlc), one module each.
+//! - `sched`: the schedulers (all fourteen of IPVS), one module each.
+//! - `persist`: persistence templates and the choice of a real server for a new connection.
+//! - `explain`: [`Engine::explain`], the pure "which real server, and why" query.
 //! - `stats`: atomic counters, the rate estimator, the per-service new-connection cap.
 
 pub mod checksum;
 pub mod config;
 mod conntrack;
+mod explain;
 mod l2;
 mod nat;
 mod neigh;
+mod persist;
 mod sched;
 mod snapshot;
 mod stats;
@@ -44,6 +48,8 @@ pub use config::{
     SchedulerKind, ServiceConfig, ServiceKey, TunnelChecksum, TunnelConfig, TunnelType,
 };
 pub use conntrack::{ConnectionInfo, ConntrackSettings, Direction, TcpState, Timeouts};
+pub use explain::{ExplainError, ExplainOutcome, Explanation};
+pub use persist::TemplateEntry;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
@@ -62,7 +68,8 @@ pub struct EngineOptions {
     pub max_connections: usize,
     /// Number of conntrack shards (a power of two).
     pub shards: usize,
-    /// Seed of the conntrack hasher (random per process in production, fixed in tests).
+    /// Seed of the conntrack hasher and of the scheduler's pseudo-random source (twos); random
+    /// per process in production, fixed in tests.
     pub hash_seed: u64,
 }
 
@@ -351,6 +358,8 @@ pub struct Engine {
     /// Serialises configuration changes (never taken by the packet path).
     apply_lock: Mutex<()>,
     conns: conntrack::ConnTable,
+    templates: persist::Templates,
+    rng: sched::Rng,
     drops: stats::DropCounters,
     /// The director's addresses (tunnel sources, TAP MAC), swapped whole.
     director: ArcSwap<Director>,
@@ -365,6 +374,8 @@ impl Engine {
             config: ArcSwap::from_pointee(snapshot::Snapshot::default()),
             apply_lock: Mutex::new(()),
             conns: conntrack::ConnTable::new(opts.max_connections, opts.shards, opts.hash_seed),
+            templates: persist::Templates::new(opts.shards, opts.hash_seed),
+            rng: sched::Rng::new(opts.hash_seed),
             drops: stats::DropCounters::default(),
             director: ArcSwap::from_pointee(Director::default()),
             neigh: neigh::NeighTable::default(),
@@ -433,10 +444,10 @@ impl Engine {
 
     /// Validates `cfg` and swaps it in as the new configuration. On error nothing changes.
     ///
-    /// Besides [`Config::validate`], refuses what the engine does not implement yet: schedulers
-    /// other than rr, wrr, lc and wlc ([`ConfigError::UnsupportedScheduler`]), forwarding other
-    /// than NAT ([`ConfigError::UnsupportedForward`]), and persistence, one-packet scheduling
-    /// and IPv6 services ([`ConfigError::UnsupportedFeature`]).
+    /// Besides [`Config::validate`], refuses what the engine does not implement yet: forwarding
+    /// other than NAT ([`ConfigError::UnsupportedForward`]) and IPv6 services
+    /// ([`ConfigError::UnsupportedFeature`]). Scheduler tables (Maglev, sh, dh) are rebuilt here,
+    /// off the packet path; lblc/lblcr tables carry over when a service keeps its scheduler.
     ///
     /// Connections to a real server that got weight 0 keep flowing (a client SYN on them is
     /// rescheduled with `conn_reuse_reschedule`). Connections to a real server that left the
@@ -484,8 +495,28 @@ impl Engine {
     /// Each call scans 1/16 of the shards (at least one), moving a rotating cursor;
     /// [`Engine::expire_calls_per_pass`] calls cover the whole table. Packets never match an
     /// entry past its timeout, whether or not it has been reaped yet.
+    ///
+    /// The same call reaps persistence templates (a template expires once no connection holds
+    /// it and it has been unused for the service's persistence timeout; it does not count in the
+    /// return value) and lets lblc/lblcr drop stale locality entries.
     pub fn expire(&self, now: Timestamp) -> usize {
-        self.conns.expire(now)
+        let removed = self.conns.expire(now);
+        self.templates.expire(now);
+        for svc in &self.config.load().services {
+            svc.scheduler.expire(now);
+        }
+        removed
+    }
+
+    /// The live persistence templates at `now` (for the connection listing, where they show
+    /// with `template: true`).
+    pub fn templates(&self, now: Timestamp) -> Vec<TemplateEntry> {
+        self.templates.list(now)
+    }
+
+    /// How many persistence templates are live (reaped or not yet).
+    pub fn template_count(&self) -> usize {
+        self.templates.len()
     }
 
     /// The latest time passed to [`Engine::expire`] or [`Engine::estimate`]: the engine's idea

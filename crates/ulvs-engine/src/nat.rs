@@ -9,7 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use crate::config::Protocol;
 use crate::conntrack::{Conn, InsertError, Tuple};
-use crate::sched::Flow;
+use crate::persist;
+use crate::sched::{Ctx, Flow};
 use crate::wire::{Ipv4Packet, TcpFlags, TcpPacket, UdpPacket};
 use crate::{DropReason, Engine, PacketBuf, Timestamp, Verdict};
 
@@ -158,11 +159,20 @@ fn new_connection(
     let flow = Flow {
         src: tuple.src,
         src_port: tuple.sport,
+        dst: tuple.dst,
     };
-    let Some(i) = svc.scheduler.schedule(&svc.dests, &flow) else {
+    let mut ctx = Ctx::live(now, &engine.rng);
+    let Some(choice) = persist::choose(
+        &engine.templates,
+        engine.conns.settings().expire_quiescent_template,
+        svc,
+        &flow,
+        &mut ctx,
+    ) else {
         return engine.drops.count(DropReason::NoDestination);
     };
-    let dest = &svc.dests[i];
+    let dest = &svc.dests[choice.index()];
+    let template = choice.into_template();
     // A real server on port 0 (port-0 services) keeps the client's destination port.
     let rs_port = match dest.addr.port() {
         0 => tuple.dport,
@@ -175,13 +185,26 @@ fn new_connection(
         dst: tuple.src,
         dport: tuple.sport,
     };
-    let conn = Conn::new(
+    let mut conn = Conn::new(
         tuple,
         reply,
         now,
         std::sync::Arc::clone(&dest.state),
         std::sync::Arc::clone(&svc.traffic),
     );
+    if svc.one_packet && tuple.proto == Protocol::Udp {
+        // One-packet scheduling: a connection of one packet, sent and never entered in the
+        // table (nor counted on the real server), as IPVS's IP_VS_CONN_F_ONE_PACKET.
+        if let Some(t) = template {
+            t.release();
+        }
+        svc.traffic.conn();
+        dest.state.traffic.conn();
+        svc.traffic.inbound(total);
+        dest.state.traffic.inbound(total);
+        return crate::xmit::inbound(engine, now, pkt, &conn, total);
+    }
+    conn.template = template;
     let conn = match engine.conns.insert(conn, now) {
         Ok((c, fresh)) => {
             if fresh {

@@ -9,10 +9,12 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError, ForwardMethod, Protocol, ServiceKey};
+use crate::config::{
+    Config, ConfigError, ForwardMethod, Persistence, Protocol, SchedulerKind, ServiceKey,
+};
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::sched::{self, Scheduler};
+use crate::sched::{self, Carry, Scheduler};
 use crate::stats::{DestState, Traffic};
 use crate::tunnel::Fwd;
 
@@ -26,6 +28,9 @@ pub(crate) struct Dest {
     pub(crate) addr: SocketAddr,
     /// Weight (0 = quiescent).
     pub(crate) weight: u32,
+    /// The last non-zero weight (IPVS `last_weight`): a quiescent real server keeps its Maglev
+    /// positions. 0 for a server that never had a weight.
+    pub(crate) last_weight: u32,
     /// Counters and connection counts, shared with connection entries and later snapshots.
     pub(crate) state: Arc<DestState>,
 }
@@ -38,8 +43,21 @@ pub(crate) struct Service {
     pub(crate) traffic: Arc<Traffic>,
     /// Real servers in configuration order.
     pub(crate) dests: Vec<Dest>,
+    /// Which scheduler `scheduler` is.
+    pub(crate) kind: SchedulerKind,
     /// This snapshot's scheduler instance.
     pub(crate) scheduler: Box<dyn Scheduler>,
+    /// Persistence (`-p`, `-M`), if the service is persistent.
+    pub(crate) persistence: Option<Persistence>,
+    /// One-packet scheduling (`-o`, UDP): every packet is scheduled on its own.
+    pub(crate) one_packet: bool,
+}
+
+impl Service {
+    /// The index of the real server at `addr`.
+    pub(crate) fn dest_index(&self, addr: SocketAddr) -> Option<usize> {
+        self.dests.iter().position(|d| d.addr == addr)
+    }
 }
 
 impl fmt::Debug for Service {
@@ -48,6 +66,8 @@ impl fmt::Debug for Service {
             .field("key", &self.key)
             .field("dests", &self.dests)
             .field("scheduler", &self.scheduler)
+            .field("persistence", &self.persistence)
+            .field("one_packet", &self.one_packet)
             .finish_non_exhaustive()
     }
 }
@@ -71,24 +91,12 @@ impl Snapshot {
     pub(crate) fn build(cfg: &Config, old: &Snapshot) -> Result<Snapshot, ConfigError> {
         cfg.validate()?;
         for svc in &cfg.services {
-            if !sched::is_supported(svc.scheduler) {
-                return Err(ConfigError::UnsupportedScheduler(svc.scheduler));
-            }
             if let Some(d) = svc
                 .dests
                 .iter()
                 .find(|d| d.forward == ForwardMethod::FullNat)
             {
                 return Err(ConfigError::UnsupportedForward(d.forward));
-            }
-            if svc.persistence.is_some() {
-                return Err(ConfigError::UnsupportedFeature(svc.key, "persistence"));
-            }
-            if svc.one_packet {
-                return Err(ConfigError::UnsupportedFeature(
-                    svc.key,
-                    "one-packet scheduling",
-                ));
             }
             if svc.key.addr.is_ipv6() {
                 return Err(ConfigError::UnsupportedFeature(svc.key, "IPv6"));
@@ -104,8 +112,8 @@ impl Snapshot {
                 .dests
                 .iter()
                 .map(|d| {
-                    let state = prev
-                        .and_then(|p| p.dests.iter().find(|o| o.addr == d.addr))
+                    let old = prev.and_then(|p| p.dests.iter().find(|o| o.addr == d.addr));
+                    let state = old
                         .map(|o| Arc::clone(&o.state))
                         .unwrap_or_else(|| Arc::new(DestState::new()));
                     if prev.is_none_or(|p| p.dests.iter().all(|o| o.addr != d.addr)) {
@@ -115,15 +123,22 @@ impl Snapshot {
                     if d.forward == ForwardMethod::Route {
                         snap.route_dests.insert(d.addr.ip());
                     }
+                    let last_weight = match d.weight {
+                        0 => old.map_or(0, |o| o.last_weight),
+                        w => w,
+                    };
                     Dest {
                         addr: d.addr,
                         weight: d.weight,
+                        last_weight,
                         state,
                     }
                 })
                 .collect();
-            let scheduler = sched::build(svc.scheduler, &dests)
-                .ok_or(ConfigError::UnsupportedScheduler(svc.scheduler))?;
+            let carry = prev
+                .filter(|p| p.kind == svc.scheduler)
+                .map_or(Carry::None, |p| p.scheduler.carry());
+            let scheduler = sched::build(svc.scheduler, svc.flags, &dests, carry);
             let traffic = prev.map(|p| Arc::clone(&p.traffic)).unwrap_or_default();
             snap.index
                 .insert((svc.key.protocol, svc.key.addr), snap.services.len());
@@ -132,7 +147,10 @@ impl Snapshot {
                 key: svc.key,
                 traffic,
                 dests,
+                kind: svc.scheduler,
                 scheduler,
+                persistence: svc.persistence,
+                one_packet: svc.one_packet,
             });
         }
         Ok(snap)

@@ -36,13 +36,6 @@ fn refused_configurations_change_nothing() {
     let before = e.stats();
 
     let mut c = base();
-    c.services[0].scheduler = SchedulerKind::Mh;
-    assert_eq!(
-        e.apply_config(&c),
-        Err(ConfigError::UnsupportedScheduler(SchedulerKind::Mh))
-    );
-
-    let mut c = base();
     c.services[1].dests[0].forward = ForwardMethod::FullNat;
     assert_eq!(
         e.apply_config(&c),
@@ -52,11 +45,11 @@ fn refused_configurations_change_nothing() {
     let mut c = base();
     c.services[0].persistence = Some(Persistence {
         timeout_secs: 300,
-        prefix_len: 32,
+        prefix_len: 33,
     });
     assert!(matches!(
         e.apply_config(&c),
-        Err(ConfigError::UnsupportedFeature(_, "persistence"))
+        Err(ConfigError::BadPrefix(_, 33))
     ));
 
     let mut c = base();
