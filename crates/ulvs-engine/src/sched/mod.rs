@@ -304,3 +304,6 @@ pub(crate) mod testing {
         s.schedule(d, f, &mut Ctx::live(Timestamp(0), &rng))
     }
 }
+
+#[cfg(test)]
+mod props;
