@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use ulvs_engine::{
-    Config, Engine, ExplainError, ExplainOutcome, Persistence, Protocol, SchedulerKind, Timestamp,
-    Verdict,
+    Config, ConntrackSettings, Engine, ExplainError, ExplainOutcome, Persistence, Protocol,
+    SchedulerKind, Timestamp, Verdict,
 };
 
 fn persistent(kind: SchedulerKind, port: u16, prefix_len: u8, timeout_secs: u32) -> Engine {
@@ -87,23 +87,29 @@ fn port_zero_service_shares_one_choice_across_ports() {
 fn template_outlives_connections_then_expires() {
     let e = persistent(SchedulerKind::Rr, 80, 32, 10);
     let a = open(&e, 0, CLIENT, 1000, 80);
-    // The SYN_RECV connection idles out at 120 s; the template stays while it lives.
-    for t in (0..122_000).step_by(100) {
+    // Reap every 100 ms until the SYN_RECV connection idles out (bounded: one hour).
+    let mut t = 0;
+    while e.stats().connections > 0 {
+        assert!(t < 3_600_000, "the connection never expired");
+        t += 100;
         e.expire(Timestamp(t));
     }
-    assert_eq!(e.stats().connections, 0);
-    // Still within 10 s of the last reaper pass that saw the connection: same server.
+    // The template stays while connections hold it, and 10 s after the last pass that saw one.
     assert_eq!(e.template_count(), 1);
-    assert_eq!(open(&e, 125_000, CLIENT, 1001, 80), a);
-    // Connection and template both go: 120 s idle plus up to 10 s.
-    for t in (125_000..400_000).step_by(100) {
+    assert_eq!(e.templates(Timestamp(t))[0].connections, 0);
+    assert_eq!(open(&e, t + 5_000, CLIENT, 1001, 80), a);
+    let end = t + 5_000;
+    // Now the second connection idles out, then the template 10 s later.
+    let mut t = end;
+    while e.template_count() > 0 {
+        assert!(t < end + 3_600_000, "the template never expired");
+        t += 100;
         e.expire(Timestamp(t));
     }
     assert_eq!(e.stats().connections, 0);
-    assert_eq!(e.template_count(), 0);
     assert_eq!(persistent_conns(&e), vec![0, 0, 0]);
     // A fresh choice: rr moved on from `a`.
-    assert_ne!(open(&e, 400_000, CLIENT, 1002, 80), a);
+    assert_ne!(open(&e, t + 1, CLIENT, 1002, 80), a);
 }
 
 #[test]
@@ -147,8 +153,20 @@ fn quiescent_server_keeps_its_persistent_clients() {
         prefix_len: 32,
     });
     e.apply_config(&cfg).unwrap();
-    // As IPVS (expire_quiescent_template off): the template still applies.
+    // expire_quiescent_template off (the kernel's default): the template still applies.
+    e.set_conntrack_settings(ConntrackSettings {
+        expire_quiescent_template: false,
+        ..e.conntrack_settings()
+    });
     assert_eq!(open(&e, 2, CLIENT, 1001, 80), RS1);
+    // On (ulvs's default): the template is dropped and the client rescheduled.
+    e.set_conntrack_settings(ConntrackSettings {
+        expire_quiescent_template: true,
+        ..e.conntrack_settings()
+    });
+    let moved = open(&e, 2, CLIENT, 1002, 80);
+    assert_ne!(moved, RS1);
+    assert_eq!(open(&e, 2, CLIENT, 1003, 80), moved);
     // New clients avoid the quiescent server.
     assert_ne!(open(&e, 2, CLIENT2, 1001, 80), RS1);
 }
