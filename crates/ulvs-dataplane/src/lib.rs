@@ -1,8 +1,10 @@
 //! TUN devices, worker threads and kernel route/rule setup that drive the ulvs engine.
 //!
 //! This crate holds the privileged code of the daemon (ioctls, netlink, `/proc/sys`):
-//! - [`tun`]: creates the TUN device (`IFF_TUN | IFF_NO_PI`, optionally multi-queue), sets MTU
-//!   and `txqueuelen`, brings it up; one non-blocking descriptor per queue.
+//! - [`tun`]: creates the TUN device (`IFF_TUN | IFF_NO_PI`, optionally multi-queue, with
+//!   `IFF_VNET_HDR` and checksum/segmentation offload by default), sets MTU and `txqueuelen`,
+//!   brings it up; one non-blocking descriptor per queue.
+//! - [`vnet`]: the `virtio_net_hdr` in front of each packet when offload is on.
 //! - [`tap`]: the TAP device of direct routing, attached to the real servers' bridge.
 //! - [`worker`]: one blocking thread per queue that runs packets through
 //!   [`ulvs_engine::Engine::process`] and writes Forward/Pass verdicts back, an expiry thread
@@ -24,10 +26,12 @@ pub mod prereq;
 pub mod router;
 pub mod tap;
 pub mod tun;
+pub mod vnet;
 pub mod worker;
 
 pub use prereq::{Host, PrereqError};
 pub use router::{Entry, Plan, Router, RouterError, RouterOptions};
 pub use tap::{TapDevice, TapQueue};
-pub use tun::{TunConfig, TunDevice, TunError, TunQueue};
-pub use worker::{Clock, QueueStats, WorkerError, Workers};
+pub use tun::{Offloads, TunConfig, TunDevice, TunError, TunQueue};
+pub use vnet::VnetHdr;
+pub use worker::{Clock, QueueStats, WorkerError, WorkerOptions, Workers};

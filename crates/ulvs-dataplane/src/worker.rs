@@ -4,6 +4,19 @@
 //! Each worker owns one reusable buffer with [`HEADROOM`] bytes in front of the packet; the
 //! packet path allocates nothing and logs nothing above debug. Workers `poll()` their queue
 //! together with a stop `eventfd`, so [`Workers::stop`] returns as soon as the threads notice.
+//!
+//! On a queue with a `virtio_net_hdr` (offload on), the header is read into the 10 bytes just
+//! in front of the packet, turned into the engine's [`ulvs_engine::Offload`], and written back
+//! in front of the rewritten packet (moved with it if the engine moved the packet start, with
+//! `NEEDS_CSUM` cleared if the engine finished the checksum), so a forwarded packet goes out
+//! with one `write` and no copy. A GSO super-packet is one engine call and one write; the
+//! kernel segments it after us. When the engine refuses a super-packet because the real
+//! server's method cannot carry it ([`DropReason::GsoNotSplit`]: direct routing, tunnels), the
+//! worker cuts it into segments ([`ulvs_engine::offload::segment`]) in a second buffer and
+//! submits each one. Replies and frames for the TAP carry no offload metadata.
+//!
+//! With [`WorkerOptions::pin`], worker `i` is pinned to the `i`-th CPU the process may run on
+//! (modulo their number).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -13,15 +26,16 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ulvs_engine::{Engine, PacketBuf, Timestamp, Verdict};
+use ulvs_engine::{DropReason, Engine, L4Csum, Offload, PacketBuf, Timestamp, Verdict};
 
 use crate::tap::TapQueue;
 use crate::tun::TunQueue;
+use crate::vnet::{F_NEEDS_CSUM, VNET_HDR_LEN, VnetHdr};
 
 /// Bytes reserved in front of each packet for encapsulation headers.
 pub const HEADROOM: usize = 128;
-/// Largest packet a worker reads (a TUN without offload never hands more than the MTU; the
-/// room for 64 KiB keeps offload super-packets possible later).
+/// Largest packet a worker reads (a TUN without offload never hands more than the MTU; with
+/// offload a GSO super-packet is at most 64 KiB).
 pub const MAX_PACKET: usize = 65535;
 /// How often the expiry thread reaps the connection table.
 pub const EXPIRE_INTERVAL: Duration = Duration::from_millis(100);
@@ -61,6 +75,10 @@ pub struct QueueCounters {
     pub read_errors: AtomicU64,
     /// Writes that failed or were short.
     pub write_errors: AtomicU64,
+    /// GSO super-packets read (counted in `rx_packets` too).
+    pub rx_gso: AtomicU64,
+    /// Super-packets the worker split into segments for the engine.
+    pub split_gso: AtomicU64,
 }
 
 /// A snapshot of [`QueueCounters`].
@@ -76,6 +94,10 @@ pub struct QueueStats {
     pub read_errors: u64,
     /// Failed writes.
     pub write_errors: u64,
+    /// GSO super-packets read.
+    pub rx_gso: u64,
+    /// Super-packets split into segments.
+    pub split_gso: u64,
 }
 
 impl QueueCounters {
@@ -86,6 +108,8 @@ impl QueueCounters {
             dropped: self.dropped.load(Ordering::Relaxed),
             read_errors: self.read_errors.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
+            rx_gso: self.rx_gso.load(Ordering::Relaxed),
+            split_gso: self.split_gso.load(Ordering::Relaxed),
         }
     }
 }
@@ -118,6 +142,14 @@ pub struct Workers {
     counters: Vec<Arc<QueueCounters>>,
 }
 
+/// How the workers run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// Pin TUN worker `i` to the `i`-th CPU of the process's affinity mask (modulo their
+    /// number).
+    pub pin: bool,
+}
+
 impl Workers {
     /// Starts one worker per queue and the expiry thread.
     pub fn start(
@@ -125,7 +157,7 @@ impl Workers {
         queues: Vec<TunQueue>,
         clock: Clock,
     ) -> Result<Workers, WorkerError> {
-        Self::start_with_tap(engine, queues, None, clock)
+        Self::start_with_tap(engine, queues, None, clock, &WorkerOptions::default())
     }
 
     /// Starts one worker per TUN queue, the expiry thread and, with `tap`, a worker for the
@@ -139,7 +171,9 @@ impl Workers {
         queues: Vec<TunQueue>,
         tap: Option<(TapQueue, TunQueue)>,
         clock: Clock,
+        opts: &WorkerOptions,
     ) -> Result<Workers, WorkerError> {
+        let cpus = if opts.pin { allowed_cpus() } else { Vec::new() };
         let (tap, tap_tun) = match tap {
             Some((t, q)) => (Some(Arc::new(t)), Some(q)),
             None => (None, None),
@@ -163,9 +197,15 @@ impl Workers {
             let counters = Arc::new(QueueCounters::default());
             let (engine, stop, c) = (engine.clone(), workers.stop_fd.clone(), counters.clone());
             let tap = tap.clone();
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let spawned = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || run_queue(&engine, &queue, tap.as_deref(), &stop, clock, &c));
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu);
+                    }
+                    run_queue(&engine, &queue, tap.as_deref(), &stop, clock, &c)
+                });
             match spawned {
                 Ok(h) => {
                     workers.threads.push((name, h));
@@ -266,6 +306,9 @@ fn run_queue(
     counters: &QueueCounters,
 ) {
     let mut buf = vec![0u8; HEADROOM + MAX_PACKET];
+    // Segments of a super-packet the engine asked to have split.
+    let mut seg = vec![0u8; HEADROOM + MAX_PACKET];
+    let hdr_len = vnet_len(queue);
     let mut fds = [
         libc::pollfd {
             fd: queue.as_raw_fd(),
@@ -302,7 +345,7 @@ fn run_queue(
         // One clock read per batch, not per packet.
         let now = clock.now();
         for _ in 0..BATCH {
-            let n = match queue.recv(&mut buf[HEADROOM..]) {
+            let n = match queue.recv(&mut buf[HEADROOM - hdr_len..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -313,23 +356,184 @@ fn run_queue(
                 }
             };
             counters.rx_packets.fetch_add(1, Ordering::Relaxed);
-            let mut pkt = PacketBuf::new(&mut buf, HEADROOM, n);
-            match engine.process(now, &mut pkt) {
-                Verdict::Forward | Verdict::Pass | Verdict::Reply => {
-                    send_counted(queue.send(pkt.data()), pkt.len(), counters);
-                }
-                Verdict::ForwardFrame => match tap {
-                    Some(tap) => send_counted(tap.send(pkt.data()), pkt.len(), counters),
-                    None => {
-                        counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            let vnet = if hdr_len == 0 {
+                VnetHdr::default()
+            } else {
+                match VnetHdr::parse(&buf[HEADROOM - hdr_len..HEADROOM]) {
+                    Some(h) if n >= hdr_len => h,
+                    _ => {
+                        counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                },
-                Verdict::Drop(reason) => {
-                    counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::trace!(reason = reason.name(), "packet dropped");
                 }
+            };
+            let offload = vnet.offload();
+            if offload.is_gso() {
+                counters.rx_gso.fetch_add(1, Ordering::Relaxed);
+            }
+            let len = n - hdr_len;
+            let mut pkt = PacketBuf::with_offload(&mut buf, HEADROOM, len, offload);
+            let verdict = engine.process(now, &mut pkt);
+            let out = Out::of(&pkt);
+            if verdict == Verdict::Drop(DropReason::GsoNotSplit) {
+                counters.split_gso.fetch_add(1, Ordering::Relaxed);
+                let whole = &buf[HEADROOM..HEADROOM + len];
+                let gso = usize::from(offload.gso_size);
+                for i in 0.. {
+                    let seg_len =
+                        match ulvs_engine::offload::segment(whole, gso, i, &mut seg[HEADROOM..]) {
+                            Ok(Some(l)) => l,
+                            Ok(None) => break,
+                            Err(_) => {
+                                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                        };
+                    let mut pkt = PacketBuf::new(&mut seg, HEADROOM, seg_len);
+                    let verdict = engine.process(now, &mut pkt);
+                    let out = Out::of(&pkt);
+                    emit(
+                        verdict,
+                        queue,
+                        tap,
+                        &mut seg,
+                        out,
+                        hdr_len,
+                        VnetHdr::default(),
+                        counters,
+                    );
+                }
+                continue;
+            }
+            emit(verdict, queue, tap, &mut buf, out, hdr_len, vnet, counters);
+        }
+    }
+}
+
+/// Where the engine left a packet in its buffer, and what it says about its checksum.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    start: usize,
+    len: usize,
+    offload: Offload,
+}
+
+impl Out {
+    fn of(pkt: &PacketBuf<'_>) -> Out {
+        Out {
+            start: pkt.headroom(),
+            len: pkt.len(),
+            offload: pkt.offload(),
+        }
+    }
+}
+
+/// Acts on a verdict for the packet at `out` in `buf`, counting the outcome.
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    verdict: Verdict,
+    queue: &TunQueue,
+    tap: Option<&TapQueue>,
+    buf: &mut [u8],
+    out: Out,
+    hdr_len: usize,
+    vnet: VnetHdr,
+    counters: &QueueCounters,
+) {
+    let ok = match verdict {
+        Verdict::Forward | Verdict::Pass => {
+            let mut h = vnet;
+            if out.offload.csum == L4Csum::Complete && h.needs_csum() {
+                // The engine finished the checksum (encapsulation).
+                h.flags &= !F_NEEDS_CSUM;
+                h.csum_start = 0;
+                h.csum_offset = 0;
+            }
+            let delta = out.start as isize - HEADROOM as isize;
+            match h.moved(delta) {
+                Some(h) => send_tun(queue, buf, out.start, out.len, hdr_len, h),
+                None => false,
             }
         }
+        // A new packet built by the engine: complete checksums, no offload metadata.
+        Verdict::Reply => send_tun(queue, buf, out.start, out.len, hdr_len, VnetHdr::default()),
+        Verdict::ForwardFrame => match tap {
+            Some(tap) => {
+                let frame = &buf[out.start..out.start + out.len];
+                matches!(tap.send(frame), Ok(w) if w == frame.len())
+            }
+            None => false,
+        },
+        Verdict::Drop(reason) => {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(reason = reason.name(), "packet dropped");
+            return;
+        }
+    };
+    if ok {
+        counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+    } else {
+        counters.write_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Writes the packet at `buf[start..start + len]` to a TUN queue, with `vnet` in the `hdr_len`
+/// bytes in front of it when the queue has a `virtio_net_hdr` (`hdr_len` is 0 or
+/// [`VNET_HDR_LEN`]). Returns whether the whole packet was written.
+fn send_tun(
+    queue: &TunQueue,
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    hdr_len: usize,
+    vnet: VnetHdr,
+) -> bool {
+    let Some(at) = start.checked_sub(hdr_len) else {
+        return false;
+    };
+    if hdr_len > 0 {
+        buf[at..start].copy_from_slice(&vnet.to_bytes());
+    }
+    let frame = &buf[at..start + len];
+    matches!(queue.send(frame), Ok(w) if w == frame.len())
+}
+
+/// Length of the `virtio_net_hdr` in front of packets on `queue` (0 without offload).
+fn vnet_len(queue: &TunQueue) -> usize {
+    if queue.has_vnet_hdr() {
+        VNET_HDR_LEN
+    } else {
+        0
+    }
+}
+
+/// The CPUs this process may run on (empty if the mask cannot be read).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer and size describe `set`.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// Pins the calling thread to `cpu`; a failure is logged and the thread runs unpinned.
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: callers pass a CPU from `allowed_cpus`, below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: the pointer and size describe `set`; 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        tracing::warn!(cpu, error = %err, "could not pin worker thread");
     }
 }
 
@@ -344,6 +548,7 @@ fn run_tap(
     counters: &QueueCounters,
 ) {
     let mut buf = vec![0u8; HEADROOM + MAX_PACKET];
+    let tun_hdr = vnet_len(tun);
     let mut fds = [
         libc::pollfd {
             fd: tap.as_raw_fd(),
@@ -405,7 +610,15 @@ fn run_tap(
             counters.rx_packets.fetch_add(1, Ordering::Relaxed);
             let mut pkt = PacketBuf::new(&mut buf, HEADROOM, n);
             match engine.process_frame(now, &mut pkt) {
-                Verdict::Forward => send_counted(tun.send(pkt.data()), pkt.len(), counters),
+                Verdict::Forward => {
+                    // A TUN with offload expects a (here empty) virtio_net_hdr in front.
+                    let (start, len) = (pkt.headroom(), pkt.len());
+                    if send_tun(tun, &mut buf, start, len, tun_hdr, VnetHdr::default()) {
+                        counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 Verdict::ForwardFrame | Verdict::Reply => {
                     send_counted(tap.send(pkt.data()), pkt.len(), counters);
                 }
@@ -446,6 +659,11 @@ fn run_expiry(engine: &Engine, stop: &mpsc::Receiver<()>, clock: Clock) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_process_may_run_somewhere() {
+        assert!(!allowed_cpus().is_empty());
+    }
 
     #[test]
     fn clock_is_monotonic_and_starts_near_zero() {

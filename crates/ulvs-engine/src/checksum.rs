@@ -53,6 +53,26 @@ pub fn update_addr4(csum: u16, old: [u8; 4], new: [u8; 4]) -> u16 {
     !fold(sum)
 }
 
+/// Patches a *partial* checksum field (checksum offload: the folded, non-complemented
+/// pseudo-header sum, finished later over the L4 bytes) for a pseudo-header field changing from
+/// `old` to `new` (same even length: an IPv4 or IPv6 address): `sum' = sum + ~old + new` in
+/// ones' complement arithmetic, without the final complement.
+pub fn update_partial(sum: u16, old: &[u8], new: &[u8]) -> u16 {
+    let mut acc = u64::from(sum);
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        acc += u64::from(!u16::from_be_bytes([o[0], o[1]]));
+        acc += u64::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    fold(acc)
+}
+
+/// Finishes a partial checksum: the checksum over `l4` (the TCP/UDP header and data whose
+/// checksum field holds the partial pseudo-header sum), as the kernel or a NIC would compute it
+/// on transmit. For tests and for software segmentation.
+pub fn finish_partial(l4: &[u8]) -> u16 {
+    !fold(sum_words(0, l4))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +91,18 @@ mod tests {
         let c2 = update_u16(c1, 0x1234, 0xbeef);
         data[4..6].copy_from_slice(&0xbeefu16.to_be_bytes());
         assert_eq!(c2, compute(&data));
+    }
+
+    #[test]
+    fn partial_update_matches_a_fresh_pseudo_header_sum() {
+        let (src, dst, new) = ([198, 18, 0, 2], [198, 18, 100, 1], [198, 18, 1, 11]);
+        let partial = fold(pseudo_header_v4(src, dst, 6, 1480));
+        let want = fold(pseudo_header_v4(src, new, 6, 1480));
+        assert_eq!(update_partial(partial, &dst, &new), want);
+        let v6a = [0xfd, 0, 1, 0xb5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let v6b = [0xfd, 0, 1, 0xb5, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0, 2];
+        let back = update_partial(update_partial(want, &v6a, &v6b), &v6b, &v6a);
+        assert_eq!(back, want);
     }
 
     #[test]

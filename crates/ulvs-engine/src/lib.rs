@@ -18,6 +18,7 @@
 //! - [`config`]: the configuration value and its validation.
 //! - `snapshot`: the immutable snapshot built from a configuration, read by the packet path.
 //! - [`wire`], [`checksum`]: in-place packet views and RFC 1624 checksum updates.
+//! - [`offload`]: partial checksums and GSO super-packets (finishing, software segmentation).
 //! - `nat`: the packet path (classification, conntrack lookup, NAT rewrites).
 //! - `conntrack`: the sharded connection table, the IPVS TCP state machine, timeouts, the
 //!   reaper, the table limit with flood defence.
@@ -33,6 +34,7 @@ mod explain;
 mod l2;
 mod nat;
 mod neigh;
+pub mod offload;
 mod persist;
 mod sched;
 mod snapshot;
@@ -83,6 +85,48 @@ impl Default for EngineOptions {
     }
 }
 
+/// How the TCP/UDP checksum field of a packet is to be read and patched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum L4Csum {
+    /// The field holds the complete checksum (for UDP over IPv4, 0 means "none"). Rewrites
+    /// patch it as `HC' = ~(~HC + ~old + new)` for every changed word (RFC 1624).
+    #[default]
+    Complete,
+    /// Checksum offload (`VIRTIO_NET_HDR_F_NEEDS_CSUM` from a TUN with `IFF_VNET_HDR`): the
+    /// field holds the folded, non-complemented pseudo-header sum, and whoever sends the
+    /// packet on finishes the checksum over the L4 bytes. Rewrites patch the field only for
+    /// pseudo-header changes (addresses), as `sum' = sum + ~old + new` without the final
+    /// complement, and leave it alone for port changes (the ports are summed at the end).
+    Partial,
+}
+
+/// What a packet's offload metadata says (from the `virtio_net_hdr` in front of it on a TUN
+/// with `IFF_VNET_HDR`); the default is a plain packet with complete checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offload {
+    /// How to treat the TCP/UDP checksum field.
+    pub csum: L4Csum,
+    /// For a GSO super-packet (one IP header in front of many segments' worth of payload, cut
+    /// up by the kernel after the engine), the payload bytes per segment; 0 for an ordinary
+    /// packet. Rewrites that keep the header layout (NAT, FULLNAT) handle a super-packet
+    /// exactly like one packet; methods whose output cannot carry the GSO type (IPIP/GUE/GRE
+    /// encapsulation) must refuse it with [`DropReason::GsoNotSplit`] until it is split.
+    pub gso_size: u16,
+}
+
+impl Offload {
+    /// A packet whose L4 checksum is partial (pseudo-header sum only), not a super-packet.
+    pub const PARTIAL: Offload = Offload {
+        csum: L4Csum::Partial,
+        gso_size: 0,
+    };
+
+    /// Whether this is a GSO super-packet.
+    pub fn is_gso(&self) -> bool {
+        self.gso_size != 0
+    }
+}
+
 /// An IP packet (as read from a TUN device, no link-layer header) inside a buffer that has
 /// headroom in front of it for encapsulation.
 #[derive(Debug)]
@@ -90,6 +134,7 @@ pub struct PacketBuf<'a> {
     buf: &'a mut [u8],
     start: usize,
     end: usize,
+    offload: Offload,
 }
 
 impl<'a> PacketBuf<'a> {
@@ -103,7 +148,24 @@ impl<'a> PacketBuf<'a> {
             buf,
             start,
             end: start + len,
+            offload: Offload::default(),
         }
+    }
+
+    /// Like [`PacketBuf::new`], for a packet that came with offload metadata (a partial L4
+    /// checksum, a GSO super-packet).
+    ///
+    /// # Panics
+    /// If `start + len > buf.len()`.
+    pub fn with_offload(buf: &'a mut [u8], start: usize, len: usize, offload: Offload) -> Self {
+        let mut p = PacketBuf::new(buf, start, len);
+        p.offload = offload;
+        p
+    }
+
+    /// The packet's offload metadata.
+    pub fn offload(&self) -> Offload {
+        self.offload
     }
 
     /// The packet bytes.
@@ -226,11 +288,15 @@ pub enum DropReason {
     /// A packet that would exceed the path MTU once encapsulated and may not be fragmented
     /// (IPv4 DF, or IPv6).
     TooBig,
+    /// A GSO super-packet (see [`Offload::gso_size`]) for a forwarding method whose output
+    /// cannot carry the GSO type (encapsulation). The packet is left unchanged, so the caller
+    /// can split it into segments and submit each one.
+    GsoNotSplit,
 }
 
 impl DropReason {
     /// Every reason, for iterating counters.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::NoDestination,
         DropReason::TableFull,
@@ -245,6 +311,7 @@ impl DropReason {
         DropReason::NoTunnelSource,
         DropReason::NoHeadroom,
         DropReason::TooBig,
+        DropReason::GsoNotSplit,
     ];
 
     /// The reason's position in [`DropReason::ALL`].
@@ -269,6 +336,7 @@ impl DropReason {
             DropReason::NoTunnelSource => "no_tunnel_source",
             DropReason::NoHeadroom => "no_headroom",
             DropReason::TooBig => "too_big",
+            DropReason::GsoNotSplit => "gso_not_split",
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Client -> VIP:vport packets get the real server as destination; real server -> client
 //! replies get the VIP:vport as source. Both patch the IP header checksum and the TCP/UDP
-//! checksum (pseudo-header and port) incrementally.
+//! checksum (pseudo-header and port) incrementally; a partial checksum (offload, see
+//! [`crate::L4Csum`]) gets only the pseudo-header change. A GSO super-packet is rewritten once,
+//! like any packet: the kernel cuts it up after us with the rewritten headers.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -12,7 +14,7 @@ use crate::conntrack::{Conn, InsertError, Tuple};
 use crate::persist;
 use crate::sched::{Ctx, Flow};
 use crate::wire::{Ipv4Packet, TcpFlags, TcpPacket, UdpPacket};
-use crate::{DropReason, Engine, PacketBuf, Timestamp, Verdict};
+use crate::{DropReason, Engine, L4Csum, Offload, PacketBuf, Timestamp, Verdict};
 
 /// The L4 facts of a packet the decision needs.
 #[derive(Debug, Clone, Copy)]
@@ -64,9 +66,14 @@ pub(crate) fn process(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>) 
         dport: l4.dport,
     };
 
+    let Offload { csum, gso_size } = pkt.offload();
     let found = engine.conns.with(&tuple, now, |c, from_client| {
         if from_client && engine.conns.reschedules(c, l4.flags) {
             return Found::Reuse(std::sync::Arc::clone(c));
+        }
+        // Left unchanged and uncounted: the caller splits it and submits the segments.
+        if from_client && gso_size != 0 && crate::xmit::needs_split(c) {
+            return Found::Done(engine.drops.count(DropReason::GsoNotSplit));
         }
         c.on_packet(now, from_client, l4.flags);
         if from_client {
@@ -76,7 +83,7 @@ pub(crate) fn process(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>) 
         } else {
             c.service.outbound(total);
             c.dest.traffic.outbound(total);
-            rewrite_src(pkt.data_mut(), proto, c.orig.dst, c.orig.dport);
+            rewrite_src(pkt.data_mut(), proto, csum, c.orig.dst, c.orig.dport);
             Found::Done(forward(pkt, total))
         }
     });
@@ -149,6 +156,11 @@ fn new_connection(
     };
     if tuple.proto == Protocol::Tcp && !l4.flags.is_connection_start() {
         return engine.drops.count(DropReason::NoConnection);
+    }
+    // A super-packet (UDP segmentation offload) does not start a connection: split first,
+    // since the real server's method may not carry it.
+    if pkt.offload().is_gso() {
+        return engine.drops.count(DropReason::GsoNotSplit);
     }
     if !engine.conns.make_room(now) {
         return engine.drops.count(DropReason::TableFull);
@@ -230,45 +242,67 @@ fn forward(pkt: &mut PacketBuf<'_>, total: usize) -> Verdict {
 }
 
 /// Rewrites the destination address and port (client -> real server), patching checksums.
-pub(crate) fn rewrite_dst(data: &mut [u8], proto: Protocol, addr: IpAddr, port: u16) {
+pub(crate) fn rewrite_dst(data: &mut [u8], proto: Protocol, csum: L4Csum, addr: IpAddr, port: u16) {
     let IpAddr::V4(addr) = addr else { return };
     let mut ip = Ipv4Packet::new_unchecked(data);
     let old = ip.dst_bytes();
     ip.set_dst_addr_with_checksum_update(addr);
     let new = addr.octets();
     let payload = ip.payload_mut();
-    match proto {
-        Protocol::Tcp => {
+    match (proto, csum) {
+        (Protocol::Tcp, L4Csum::Complete) => {
             let mut t = TcpPacket::new_unchecked(payload);
             t.update_checksum_for_addr_v4(old, new);
             t.set_dst_port_with_checksum_update(port);
         }
-        Protocol::Udp => {
+        (Protocol::Udp, L4Csum::Complete) => {
             let mut u = UdpPacket::new_unchecked(payload);
             u.update_checksum_for_addr_v4(old, new);
             u.set_dst_port_with_checksum_update(port);
+        }
+        // Offload: only the pseudo-header part is in the field; ports are summed on transmit.
+        (Protocol::Tcp, L4Csum::Partial) => {
+            let mut t = TcpPacket::new_unchecked(payload);
+            t.update_partial_checksum_for_addr(&old, &new);
+            t.set_dst_port(port);
+        }
+        (Protocol::Udp, L4Csum::Partial) => {
+            let mut u = UdpPacket::new_unchecked(payload);
+            u.update_partial_checksum_for_addr(&old, &new);
+            u.set_dst_port(port);
         }
     }
 }
 
 /// Rewrites the source address and port (real server -> client), patching checksums.
-fn rewrite_src(data: &mut [u8], proto: Protocol, addr: IpAddr, port: u16) {
+fn rewrite_src(data: &mut [u8], proto: Protocol, csum: L4Csum, addr: IpAddr, port: u16) {
     let IpAddr::V4(addr) = addr else { return };
     let mut ip = Ipv4Packet::new_unchecked(data);
     let old = ip.src_bytes();
     ip.set_src_addr_with_checksum_update(addr);
     let new = addr.octets();
     let payload = ip.payload_mut();
-    match proto {
-        Protocol::Tcp => {
+    match (proto, csum) {
+        (Protocol::Tcp, L4Csum::Complete) => {
             let mut t = TcpPacket::new_unchecked(payload);
             t.update_checksum_for_addr_v4(old, new);
             t.set_src_port_with_checksum_update(port);
         }
-        Protocol::Udp => {
+        (Protocol::Udp, L4Csum::Complete) => {
             let mut u = UdpPacket::new_unchecked(payload);
             u.update_checksum_for_addr_v4(old, new);
             u.set_src_port_with_checksum_update(port);
+        }
+        // Offload: only the pseudo-header part is in the field; ports are summed on transmit.
+        (Protocol::Tcp, L4Csum::Partial) => {
+            let mut t = TcpPacket::new_unchecked(payload);
+            t.update_partial_checksum_for_addr(&old, &new);
+            t.set_src_port(port);
+        }
+        (Protocol::Udp, L4Csum::Partial) => {
+            let mut u = UdpPacket::new_unchecked(payload);
+            u.update_partial_checksum_for_addr(&old, &new);
+            u.set_src_port(port);
         }
     }
 }

@@ -28,18 +28,39 @@ pub(crate) fn inbound(
     let fwd = Fwd::unpack(conn.dest.fwd.load(Relaxed));
     match fwd.method {
         ForwardMethod::Masq => {
+            let csum = pkt.offload.csum;
             crate::nat::rewrite_dst(
                 pkt.data_mut(),
                 conn.orig.proto,
+                csum,
                 conn.reply.src,
                 conn.reply.sport,
             );
             Verdict::Forward
         }
-        ForwardMethod::Route => crate::l2::to_frame(engine, now, pkt, conn.reply.src),
-        ForwardMethod::Tunnel => encap(engine, pkt, conn, &fwd),
+        // A frame on the TAP and an encapsulated packet carry no offload metadata for the
+        // inner L4 checksum: finish it here (super-packets were split before, see
+        // `needs_split`).
+        ForwardMethod::Route => {
+            crate::offload::finish_partial(pkt);
+            crate::l2::to_frame(engine, now, pkt, conn.reply.src)
+        }
+        ForwardMethod::Tunnel => {
+            crate::offload::finish_partial(pkt);
+            encap(engine, pkt, conn, &fwd)
+        }
         ForwardMethod::FullNat => engine.drops.count(DropReason::UnsupportedProtocol),
     }
+}
+
+/// Whether a GSO super-packet of `conn` must be split before it can be sent: the output of
+/// direct routing (a frame on a TAP without offload) and of tunnels (no GSO type for an
+/// encapsulated packet) cannot carry it.
+pub(crate) fn needs_split(conn: &Conn) -> bool {
+    !matches!(
+        Fwd::unpack(conn.dest.fwd.load(Relaxed)).method,
+        ForwardMethod::Masq | ForwardMethod::FullNat
+    )
 }
 
 fn encap(engine: &Engine, pkt: &mut PacketBuf<'_>, conn: &Conn, fwd: &Fwd) -> Verdict {

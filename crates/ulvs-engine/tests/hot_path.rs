@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use common::*;
-use ulvs_engine::{PacketBuf, Protocol, SchedulerKind, Timestamp, Verdict};
+use ulvs_engine::{L4Csum, Offload, PacketBuf, Protocol, SchedulerKind, Timestamp, Verdict};
 
 /// Counts allocations made by the current thread.
 struct Counting;
@@ -62,6 +62,42 @@ fn established_flow_does_not_allocate() {
         ALLOCS.with(Cell::get) - before,
         0,
         "allocations on the established path"
+    );
+}
+
+#[test]
+fn established_gso_super_packets_do_not_allocate() {
+    let e = engine_with(vec![service(
+        Protocol::Tcp,
+        VIP,
+        80,
+        SchedulerKind::Rr,
+        vec![dest(RS1, 8080, 1)],
+    )]);
+    let gso = Offload {
+        csum: L4Csum::Partial,
+        gso_size: 1448,
+    };
+    let syn = tcp(CLIENT, 40000, VIP, 80, SYN, &[]);
+    let data = tcp(CLIENT, 40000, VIP, 80, ACK, &[7u8; 1448 * 40]);
+    let reply = tcp(RS1, 8080, CLIENT, 40000, ACK, &[9u8; 1448 * 40]);
+    let mut buf = vec![0u8; 128 + 65535];
+    let mut go = |now: u64, p: &[u8], off: Offload| {
+        buf[128..128 + p.len()].copy_from_slice(p);
+        let mut pkt = PacketBuf::with_offload(&mut buf, 128, p.len(), off);
+        e.process(Timestamp(now), &mut pkt)
+    };
+    assert_eq!(go(0, &syn, Offload::PARTIAL), Verdict::Forward);
+    assert_eq!(go(1, &data, gso), Verdict::Forward);
+    let before = ALLOCS.with(Cell::get);
+    for i in 0..500 {
+        assert_eq!(go(2 + i, &data, gso), Verdict::Forward);
+        assert_eq!(go(2 + i, &reply, gso), Verdict::Forward);
+    }
+    assert_eq!(
+        ALLOCS.with(Cell::get) - before,
+        0,
+        "allocations on the established offload path"
     );
 }
 

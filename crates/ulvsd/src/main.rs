@@ -20,7 +20,7 @@ use ulvs_control::{BackendInfo, ControlService};
 use ulvs_dataplane::router::{DEFAULT_RULE_PRIORITY, DEFAULT_TABLE};
 use ulvs_dataplane::tun::{DEFAULT_MTU, DEFAULT_TUN_NAME};
 use ulvs_dataplane::{
-    Clock, Host, Router, RouterOptions, TapDevice, TunConfig, TunDevice, Workers,
+    Clock, Host, Router, RouterOptions, TapDevice, TunConfig, TunDevice, WorkerOptions, Workers,
 };
 use ulvs_engine::{Engine, EngineOptions};
 
@@ -67,6 +67,13 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MTU,
           value_parser = clap::value_parser!(u32).range(576..=65535))]
     mtu: u32,
+    /// Do not use TUN offloads (IFF_VNET_HDR, checksum and segmentation offload): every packet
+    /// is then read and written at MTU size.
+    #[arg(long)]
+    no_offload: bool,
+    /// Pin worker thread i to the i-th CPU the daemon may run on.
+    #[arg(long)]
+    pin_workers: bool,
     /// Set net.ipv4.ip_forward=1 (and IPv6 forwarding) and rp_filter=0 (all and the TUN)
     /// instead of failing when they are not so.
     #[arg(long)]
@@ -164,6 +171,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         name: args.tun.clone(),
         mtu: args.mtu,
         queues: usize::from(args.queues),
+        offload: !args.no_offload,
         ..TunConfig::default()
     })?;
     if args.configure_sysctls {
@@ -220,12 +228,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut workers =
-        Workers::start_with_tap(engine.clone(), tun.clone_queues()?, tap_queues, clock)?;
+    let mut workers = Workers::start_with_tap(
+        engine.clone(),
+        tun.clone_queues()?,
+        tap_queues,
+        clock,
+        &WorkerOptions {
+            pin: args.pin_workers,
+        },
+    )?;
     tracing::info!(
         tun = tun.name(),
         queues = args.queues,
         mtu = tun.mtu(),
+        offloads = %tun.offloads().names(),
+        pinned = args.pin_workers,
         table = args.route_table,
         rule_priority = args.rule_priority,
         "dataplane started"

@@ -98,6 +98,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         self.set_checksum(if n == 0 { 0xffff } else { n });
     }
 
+    /// Sets the source port and leaves the checksum field alone (for a partial checksum,
+    /// which the ports are summed into only when it is finished).
+    pub fn set_src_port(&mut self, port: u16) {
+        put16(self.buffer.as_mut(), field::SRC_PORT, port);
+    }
+
+    /// Sets the destination port and leaves the checksum field alone (see
+    /// [`Self::set_src_port`]).
+    pub fn set_dst_port(&mut self, port: u16) {
+        put16(self.buffer.as_mut(), field::DST_PORT, port);
+    }
+
+    /// Patches a partial checksum field (offload: pseudo-header sum only) for a pseudo-header
+    /// address changing from `old` to `new` (4 or 16 bytes).
+    pub fn update_partial_checksum_for_addr(&mut self, old: &[u8], new: &[u8]) {
+        let c = checksum::update_partial(self.checksum(), old, new);
+        self.set_checksum(c);
+    }
+
     /// Sets the source port and patches the checksum (if any).
     pub fn set_src_port_with_checksum_update(&mut self, port: u16) {
         let old = self.src_port();
