@@ -15,6 +15,9 @@
 //! - [`topology`]: [`NatRig`], the reference topology of the kernel's IPVS selftest (client,
 //!   director running the real `ulvsd`, real servers behind a bridge), driven by the real
 //!   `ulvsadm`.
+//! - [`mod@bench`]: the side-by-side benchmark rig and workloads behind `cargo xtask bench` (kernel
+//!   forwarding, ulvs NAT and HAProxy through the same namespaces; run by the `ulvs-bench` bin,
+//!   never by CI).
 //!
 //! # Safety rules
 //!
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod bench;
 pub mod cleanup;
 pub mod client;
 pub mod dr;

@@ -5,6 +5,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod ci;
 mod codegen;
 mod demo;
@@ -31,6 +32,12 @@ enum Cmd {
     Demo,
     /// Run the network-namespace integration tests (root).
     Integration,
+    /// Run the side-by-side benchmark: kernel forwarding, ulvs NAT, HAProxy (root; not in CI).
+    Bench {
+        /// Arguments for `ulvs-bench run` (e.g. `--runs 1 --seconds 3`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -39,5 +46,6 @@ fn main() -> Result<()> {
         Cmd::Codegen { check } => codegen::run(check),
         Cmd::Demo => demo::run(),
         Cmd::Integration => integration::run(),
+        Cmd::Bench { args } => bench::run(&args),
     }
 }

@@ -4,7 +4,7 @@
 //! With offload on, the TUN hands over TCP (and UDP) super-packets of up to 64 KiB with a partial
 //! checksum (see [`crate::L4Csum`]). NAT rewrites them once and the kernel segments them after
 //! us. Outputs that cannot carry the offload metadata (a frame on a TAP, an encapsulated packet)
-//! need the checksum finished ([`finish_partial`], done by the engine) and super-packets split
+//! need the checksum finished (`finish_partial`, done by the engine) and super-packets split
 //! first: the engine refuses those with [`crate::DropReason::GsoNotSplit`] *before* counting or
 //! changing them, and the caller submits each [`segment`] instead.
 //!
