@@ -64,6 +64,12 @@ fn main() -> Result<()> {
         } => {
             integration::require_root()?;
             bench::ensure_tools()?;
+            // HAProxy wants two descriptors per connection; the idle client one each.
+            let nofile = bench::raise_nofile();
+            anyhow::ensure!(
+                nofile > idle_conns as u64 + 100,
+                "open-file limit {nofile} is too low for {idle_conns} idle connections"
+            );
             let removed = integration::cleanup::remove_leftovers()?;
             if !removed.is_empty() {
                 eprintln!("removed leftovers of crashed runs: {removed:?}");
@@ -84,7 +90,13 @@ fn main() -> Result<()> {
             println!("{}", report.markdown());
             Ok(())
         }
-        Cmd::IdleServer { listen } => bench::idle_server(listen),
-        Cmd::IdleClient { target, count } => bench::idle_client(target, count),
+        Cmd::IdleServer { listen } => {
+            bench::raise_nofile();
+            bench::idle_server(listen)
+        }
+        Cmd::IdleClient { target, count } => {
+            bench::raise_nofile();
+            bench::idle_client(target, count)
+        }
     }
 }
