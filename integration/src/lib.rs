@@ -37,6 +37,7 @@ pub mod dr;
 pub mod netns;
 pub mod process;
 pub mod topology;
+pub mod tunnel;
 
 pub use netns::Netns;
 pub use process::Spawned;
@@ -67,6 +68,8 @@ pub struct Bins {
     pub ulvsadm: PathBuf,
     /// The test server run inside each real-server namespace.
     pub testserver: PathBuf,
+    /// The userspace tunnel endpoint run on tunnel-mode real servers.
+    pub decap: PathBuf,
 }
 
 impl Bins {
@@ -77,7 +80,7 @@ impl Bins {
             .with_context(|| {
             format!(
                 "{BIN_DIR_ENV} is not set: run the integration tests with `cargo xtask integration`, \
-                 which builds ulvsd, ulvsadm and ulvs-testserver and points {BIN_DIR_ENV} at them"
+                 which builds ulvsd, ulvsadm, ulvs-decap and ulvs-testserver and points {BIN_DIR_ENV} at them"
             )
         })?;
         Self::from_dir(Path::new(&dir))
@@ -89,7 +92,7 @@ impl Bins {
             let path = dir.join(name);
             let meta = std::fs::metadata(&path).with_context(|| {
                 format!(
-                    "{name} not found at {} (build it with `cargo build -p ulvsd -p ulvsadm -p integration --bins`)",
+                    "{name} not found at {} (build it with `cargo build -p ulvsd -p ulvsadm -p ulvs-decap -p integration --bins`)",
                     path.display()
                 )
             })?;
@@ -102,6 +105,7 @@ impl Bins {
             ulvsd: find("ulvsd")?,
             ulvsadm: find("ulvsadm")?,
             testserver: find("ulvs-testserver")?,
+            decap: find("ulvs-decap")?,
         })
     }
 }

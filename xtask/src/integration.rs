@@ -1,6 +1,6 @@
 //! `cargo xtask integration`: build the binaries, clean up crashed runs, run the namespace tests.
 //!
-//! Needs root. Builds `ulvsd`, `ulvsadm` and `ulvs-testserver` (debug profile, shared with
+//! Needs root. Builds `ulvsd`, `ulvsadm`, `ulvs-decap` and `ulvs-testserver` (debug profile, shared with
 //! `cargo test`), removes leftover rig namespaces whose creator process is gone, then runs
 //! `cargo test -p integration` with `ULVS_BIN_DIR` pointing at the binaries.
 
@@ -13,13 +13,15 @@ use crate::ci::{TestCounts, cargo, step, test_step, workspace_root};
 /// Builds the binaries the rig runs and returns the directory that holds them.
 pub(crate) fn build_bins() -> Result<PathBuf> {
     step(
-        "cargo build -p ulvsd -p ulvsadm -p integration --bins",
+        "cargo build -p ulvsd -p ulvsadm -p ulvs-decap -p integration --bins",
         cargo().args([
             "build",
             "-p",
             "ulvsd",
             "-p",
             "ulvsadm",
+            "-p",
+            "ulvs-decap",
             "-p",
             "integration",
             "--bins",

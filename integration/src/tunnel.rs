@@ -1,0 +1,219 @@
+//! The tunnel-mode topology: client, director and real servers on one LAN (a bridge in the
+//! director namespace, as in the kernel's IPVS selftest); the client reaches the VIP through
+//! the director, `ulvsd` encapsulates (IPIP, GUE or GRE) to the chosen real server, and the
+//! real server decapsulates with `ulvs-decap` (the kernel here has no tunnel devices) and
+//! answers the client directly.
+//!
+//! ```text
+//!  client ns                 director ns                        real-server ns (one each)
+//!  eth0 198.18.1.2/24 --- cl0 -+                                  lo: VIP 198.18.100.1/32
+//!  VIP/32 via 198.18.1.1       br0 198.18.1.1/24 --+-- rs1 ------ eth0 198.18.1.11/24
+//!                              ulvs0 (TUN, ulvsd)  +-- rs2 ------ eth0 198.18.1.12/24
+//!                              --tunnel-source 198.18.1.1         ulvsdecap0 (TUN, ulvs-decap:
+//!                                                                 ipip, gre, gue on GUE_PORT)
+//! ```
+//!
+//! Replies never pass the director: its outbound counters stay at zero.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+
+use crate::netns::{Netns, veth};
+use crate::process::Spawned;
+use crate::{Bins, run_cmd, wait_until};
+
+/// The client's address on the LAN.
+pub const TUN_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// The director's address on the LAN (also the tunnel source).
+pub const TUN_DIRECTOR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The VIP.
+pub const TUN_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+/// The service port (TCP and UDP).
+pub const PORT: u16 = 80;
+/// The UDP port GUE is sent to.
+pub const GUE_PORT: u16 = 6080;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A real server of the tunnel rig.
+#[derive(Debug)]
+pub struct TunServer {
+    /// `rs1`, `rs2`, ...
+    pub name: String,
+    /// Its LAN address (the tunnel's outer destination).
+    pub addr: Ipv4Addr,
+    /// Its namespace.
+    pub ns: Netns,
+}
+
+/// The tunnel rig; see the module doc.
+#[derive(Debug)]
+pub struct TunRig {
+    // Field order is drop order: processes before their namespaces.
+    ulvsd: Option<Spawned>,
+    decaps: Vec<Spawned>,
+    server_procs: Vec<Spawned>,
+    /// The client host.
+    pub client: Netns,
+    /// The director host.
+    pub director: Netns,
+    /// The real servers.
+    pub servers: Vec<TunServer>,
+    bins: Bins,
+    dir: tempfile::TempDir,
+}
+
+impl TunRig {
+    /// Builds the namespaces, starts `ulvs-decap` (IPIP, GRE and GUE on [`GUE_PORT`]) and a test
+    /// server (TCP `0.0.0.0:80`, UDP `VIP:80`) in each real server, then `ulvsd` with the
+    /// director's LAN address as tunnel source.
+    pub fn new(bins: Bins, n_servers: usize) -> Result<Self> {
+        ensure!((1..=8).contains(&n_servers), "1 to 8 real servers");
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(
+                "{}{}-",
+                crate::cleanup::TEMP_DIR_PREFIX,
+                std::process::id()
+            ))
+            .tempdir()
+            .context("create rig temp dir")?;
+        let client = Netns::new("client")?;
+        let director = Netns::new("director")?;
+        director.add_bridge("br0")?;
+        director.add_addr("br0", TUN_DIRECTOR, 24)?;
+        veth(&client, "eth0", &director, "cl0")?;
+        director.enslave("cl0", "br0")?;
+        client.add_addr("eth0", TUN_CLIENT, 24)?;
+        client.ip(&[
+            "route",
+            "add",
+            &format!("{TUN_VIP}/32"),
+            "via",
+            &TUN_DIRECTOR.to_string(),
+        ])?;
+        let mut servers = Vec::new();
+        for i in 1..=n_servers {
+            let name = format!("rs{i}");
+            let ns = Netns::new(&name)?;
+            let addr = Ipv4Addr::new(198, 18, 1, 10 + u8::try_from(i)?);
+            veth(&ns, "eth0", &director, &name)?;
+            director.enslave(&name, "br0")?;
+            ns.add_addr("eth0", addr, 24)?;
+            ns.link_up("lo")?;
+            ns.add_addr("lo", TUN_VIP, 32)?;
+            for (k, v) in [
+                ("net/ipv4/conf/all/arp_ignore", "1"),
+                ("net/ipv4/conf/all/arp_announce", "2"),
+                ("net/ipv4/conf/all/rp_filter", "0"),
+                ("net/ipv4/conf/eth0/rp_filter", "0"),
+            ] {
+                ns.sysctl(k, v)?;
+            }
+            servers.push(TunServer { name, addr, ns });
+        }
+        let mut rig = TunRig {
+            ulvsd: None,
+            decaps: Vec::new(),
+            server_procs: Vec::new(),
+            client,
+            director,
+            servers,
+            bins,
+            dir,
+        };
+        for i in 0..rig.servers.len() {
+            let rs = &rig.servers[i];
+            let mut cmd = rs.ns.command(&rig.bins.decap);
+            cmd.args(["--gue-port", &GUE_PORT.to_string(), "--ipv4-only"]);
+            let mut decap = Spawned::start(&format!("{}-decap", rs.name), cmd, rig.dir.path())?;
+            decap.wait_for_output("ready", READY_TIMEOUT)?;
+            rig.decaps.push(decap);
+            let mut cmd = rs.ns.command(&rig.bins.testserver);
+            // UDP bound to the VIP itself, so replies leave from the VIP.
+            let udp = format!("{TUN_VIP}:{PORT}");
+            cmd.args(["--name", &rs.name, "--tcp", "0.0.0.0:80", "--udp", &udp]);
+            let mut proc = Spawned::start(&format!("{}-testserver", rs.name), cmd, rig.dir.path())?;
+            proc.wait_for_output("ready", READY_TIMEOUT)?;
+            rig.server_procs.push(proc);
+        }
+        rig.start_ulvsd()?;
+        Ok(rig)
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("ulvsd.sock")
+    }
+
+    fn start_ulvsd(&mut self) -> Result<()> {
+        let sock = self.socket();
+        let mut cmd = self.director.command(&self.bins.ulvsd);
+        cmd.arg("--socket")
+            .arg(&sock)
+            .args(["--tunnel-source", &TUN_DIRECTOR.to_string()])
+            .arg("--configure-sysctls");
+        let mut proc = Spawned::start("ulvsd", cmd, self.dir.path())?;
+        let ok = wait_until("ulvsd's control socket to accept", READY_TIMEOUT, || {
+            proc.check_running()?;
+            Ok(UnixStream::connect(&sock).is_ok())
+        });
+        if let Err(e) = ok {
+            return Err(e.context(proc.logs()));
+        }
+        self.ulvsd = Some(proc);
+        Ok(())
+    }
+
+    /// Runs `ulvsadm` against this rig's daemon.
+    pub fn ulvsadm(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(&self.bins.ulvsadm);
+        cmd.env("ULVS_SOCKET", self.socket()).args(args);
+        run_cmd(&mut cmd)
+    }
+
+    /// The counters line of real server `i`'s `ulvs-decap` (asked for with SIGUSR1), parsed
+    /// into `name=value` pairs.
+    pub fn decap_counters(&mut self, i: usize) -> Result<Vec<(String, u64)>> {
+        let p = self.decaps.get_mut(i).context("no such real server")?;
+        let before = p.stderr().matches("counters:").count();
+        p.signal(libc::SIGUSR1)?;
+        wait_until("ulvs-decap to print its counters", READY_TIMEOUT, || {
+            Ok(p.stderr().matches("counters:").count() > before)
+        })?;
+        let err = p.stderr();
+        let line = err
+            .lines()
+            .rfind(|l| l.contains("counters:"))
+            .context("counters line")?;
+        let mut out = Vec::new();
+        for kv in line
+            .split("counters:")
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+        {
+            let (k, v) = kv.split_once('=').context("name=value")?;
+            out.push((k.to_owned(), v.parse().context("counter value")?));
+        }
+        Ok(out)
+    }
+
+    /// `ulvsd`'s and every `ulvs-decap`'s logs, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = self.ulvsd.as_ref().map(|p| p.logs()).unwrap_or_default();
+        for d in &self.decaps {
+            s.push_str(&d.logs());
+        }
+        s
+    }
+}
+
+/// The VIP's TCP / UDP service address.
+pub fn tun_vip() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(TUN_VIP, PORT))
+}
