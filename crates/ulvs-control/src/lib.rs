@@ -14,6 +14,8 @@
 //!   and reflection on the same server.
 //! - `conntrack.rs`: the connection-table RPCs (timeouts, conntrack settings, connection
 //!   listing, stats, zeroing), which act on [`Backend::conntrack`] and not on the configuration.
+//! - [`bind_tcp`] / [`TcpControlListener`] (`tcp.rs`): the optional TCP listener, TLS only
+//!   (rustls), with optional client-certificate verification and bearer token.
 //! - [`EngineBackend`]: a backend that drives an engine only (no devices, no routes).
 //!
 //! # Semantics
@@ -28,12 +30,14 @@ mod engine_backend;
 mod error;
 mod server;
 mod service;
+mod tcp;
 pub mod validate;
 
 pub use engine_backend::EngineBackend;
 pub use error::ControlError;
 pub use server::{ServeError, UnixControlSocket, bind_unix, serve_unix};
 pub use service::{ControlService, IPVS_VERSION, VERSION};
+pub use tcp::{BearerCheck, TcpControlListener, TcpOptions, bind_tcp};
 
 use std::future::Future;
 

@@ -70,7 +70,18 @@ pub enum ServeError {
     /// The reflection service could not be built from the descriptor sets.
     #[error("build the gRPC reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC server failed.
+    /// Binding the TCP listener failed.
+    #[error("bind {addr}: {source}")]
+    BindTcp {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The bound TCP listener's address could not be read.
+    #[error("read the listener address: {0}")]
+    LocalAddr(io::Error),
+    /// The gRPC server failed (or its TLS settings are unusable).
     #[error("serve gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -186,7 +197,7 @@ impl UnixControlSocket {
     }
 }
 
-fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+pub(crate) fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ulvs_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

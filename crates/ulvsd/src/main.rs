@@ -101,6 +101,61 @@ struct Args {
     /// Log level or filter (e.g. "info", "ulvsd=debug"); RUST_LOG is used when this is not given.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Also serve the control API on TCP at this address, TLS only (needs --tls-cert and
+    /// --tls-key; there is no plain-text TCP listener).
+    #[arg(long, value_name = "ADDR:PORT", requires_all = ["tls_cert", "tls_key"])]
+    listen: Option<std::net::SocketAddr>,
+    /// Server certificate chain (PEM) of the TCP listener.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM) of the TCP listener.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    tls_key: Option<PathBuf>,
+    /// Require TCP clients to present a certificate signed by one of these CAs (PEM): mTLS.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    tls_client_ca: Option<PathBuf>,
+    /// Require `authorization: Bearer <token>` on every TCP API call; the token is the file's
+    /// first line. Health checks stay open.
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    token_file: Option<PathBuf>,
+}
+
+impl Args {
+    /// The TCP listener's address and settings, with every file read, if `--listen` is given.
+    fn tcp(&self) -> anyhow::Result<Option<(std::net::SocketAddr, ulvs_control::TcpOptions)>> {
+        let Some(addr) = self.listen else {
+            return Ok(None);
+        };
+        let read = |flag: &str, path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            path.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("{flag} {}", p.display())))
+                .transpose()
+        };
+        let (Some(cert_pem), Some(key_pem)) = (
+            read("--tls-cert", &self.tls_cert)?,
+            read("--tls-key", &self.tls_key)?,
+        ) else {
+            anyhow::bail!("--listen needs --tls-cert and --tls-key: TCP is served with TLS only");
+        };
+        let token = match read("--token-file", &self.token_file)? {
+            None => None,
+            Some(bytes) => {
+                let text = String::from_utf8(bytes).context("--token-file is not UTF-8")?;
+                let token = text.lines().next().unwrap_or("").trim().to_owned();
+                anyhow::ensure!(!token.is_empty(), "--token-file: the token is empty");
+                Some(token)
+            }
+        };
+        Ok(Some((
+            addr,
+            ulvs_control::TcpOptions {
+                cert_pem,
+                key_pem,
+                client_ca_pem: read("--tls-client-ca", &self.tls_client_ca)?,
+                token,
+            },
+        )))
+    }
 }
 
 fn main() {
@@ -155,6 +210,8 @@ fn check_host(host: &Host, configure: bool) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Read the TLS material first: a bad file fails before any device or route exists.
+    let tcp = args.tcp()?;
     let host = Host::default();
     check_host(&host, args.configure_sysctls)?;
 
@@ -260,7 +317,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     );
 
-    let served = serve(&args.socket, backend).await;
+    let served = serve(&args.socket, tcp, backend).await;
 
     // Shutdown, in reverse: workers, then routes and rules (before the TUN goes), then the TUN.
     let stopped = workers.stop();
@@ -316,19 +373,50 @@ fn format_mac(m: [u8; 6]) -> String {
         .join(":")
 }
 
-/// Serves the control API on `socket` until SIGINT or SIGTERM; the socket file is removed when
-/// serving ends.
-async fn serve(socket: &Path, backend: DaemonBackend) -> anyhow::Result<()> {
+/// Serves the control API on `socket` (and on TCP with TLS when configured) until SIGINT or
+/// SIGTERM; the socket file is removed when serving ends.
+async fn serve(
+    socket: &Path,
+    tcp: Option<(std::net::SocketAddr, ulvs_control::TcpOptions)>,
+    backend: DaemonBackend,
+) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    let service = ControlService::new(backend);
     let bound = ulvs_control::bind_unix(socket).context("control socket")?;
+    let listener = match tcp {
+        Some((addr, options)) => Some(
+            ulvs_control::bind_tcp(addr, options)
+                .await
+                .context("control TCP listener")?,
+        ),
+        None => None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("signal received, shutting down");
+        let _ = stop_tx.send(true);
+    });
     tracing::info!(socket = %bound.path().display(), "ulvsd ready");
-    bound
-        .serve(ControlService::new(backend), async move {
-            shutdown.await;
-            tracing::info!("signal received, shutting down");
-        })
-        .await
-        .context("control server")
+    let unix = async {
+        bound
+            .serve(service.clone(), stopped(stop_rx.clone()))
+            .await
+            .context("control server")
+    };
+    let tcp = async {
+        match listener {
+            Some(l) => l
+                .serve(service.clone(), stopped(stop_rx.clone()))
+                .await
+                .context("control TCP server"),
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(unix, tcp).map(drop)
 }
 
 /// A future that completes on SIGINT or SIGTERM.
@@ -363,6 +451,26 @@ mod tests {
         assert_eq!(a.rule_priority, 100);
         assert!(!a.configure_sysctls);
         assert_eq!(a.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn tcp_listener_needs_tls() {
+        let e = Args::try_parse_from(["ulvsd", "--listen", "127.0.0.1:7443"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let e = Args::try_parse_from(["ulvsd", "--tls-cert", "c.pem"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let a = Args::try_parse_from([
+            "ulvsd",
+            "--listen",
+            "127.0.0.1:7443",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ])
+        .unwrap();
+        let err = a.tcp().unwrap_err().to_string();
+        assert!(err.starts_with("--tls-cert /nonexistent/c.pem"), "{err}");
     }
 
     #[test]
