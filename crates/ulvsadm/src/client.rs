@@ -10,6 +10,7 @@ use tonic::transport::Channel;
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
 
+use crate::counters::{self, ListView};
 use crate::format::{self, ListStyle};
 use crate::model::{
     Forward, Protocol, RealServerSpec, ServiceKey, ServiceSpec, TunnelCsum, TunnelKind,
@@ -190,6 +191,45 @@ async fn list(
         numeric: opts.numeric,
         sort: opts.sort,
     };
+    match opts.view {
+        ListView::Timeout => {
+            let t = client
+                .get_timeouts(pb::GetTimeoutsRequest {})
+                .await
+                .map_err(|s| rpc_error("GetTimeouts", s))?
+                .into_inner()
+                .timeouts
+                .unwrap_or_default();
+            return Ok(counters::timeout_text(&t));
+        }
+        ListView::Connections => {
+            let mut stream = client
+                .list_connections(pb::ListConnectionsRequest::default())
+                .await
+                .map_err(|s| rpc_error("ListConnections", s))?
+                .into_inner();
+            let mut conns = Vec::new();
+            while let Some(m) = stream
+                .message()
+                .await
+                .map_err(|s| rpc_error("ListConnections", s))?
+            {
+                conns.extend(m.connections);
+            }
+            if opts.sort {
+                conns.sort_by(|a, b| {
+                    (a.protocol, &a.virtual_address, a.virtual_port)
+                        .cmp(&(b.protocol, &b.virtual_address, b.virtual_port))
+                        .then(
+                            (&a.client_address, a.client_port)
+                                .cmp(&(&b.client_address, b.client_port)),
+                        )
+                });
+            }
+            return Ok(counters::connections_text(&conns, opts.numeric, names));
+        }
+        ListView::Table | ListView::Stats | ListView::Rate => {}
+    }
     let mut services = list_services(client).await?;
     if let Some(key) = &opts.service {
         services.retain(|s| same_service(s, key));
@@ -200,16 +240,29 @@ async fn list(
     match opts.output {
         OutputFormat::Json => Ok(format::list_json(&services, opts.sort)),
         // ipvsadm prints no version header when listing one service.
-        OutputFormat::Text if opts.service.is_some() => {
-            Ok(format::list_text(None, &services, style, names))
-        }
         OutputFormat::Text => {
-            let info = client
-                .get_info(pb::GetInfoRequest {})
-                .await
-                .map_err(|s| rpc_error("GetInfo", s))?
-                .into_inner();
-            Ok(format::list_text(Some(&info), &services, style, names))
+            // ipvsadm prints no version header when listing one service.
+            let info = match opts.service {
+                Some(_) => None,
+                None => Some(
+                    client
+                        .get_info(pb::GetInfoRequest {})
+                        .await
+                        .map_err(|s| rpc_error("GetInfo", s))?
+                        .into_inner(),
+                ),
+            };
+            Ok(match opts.view {
+                ListView::Stats | ListView::Rate => counters::counters_text(
+                    info.as_ref(),
+                    &services,
+                    style,
+                    opts.view == ListView::Rate,
+                    opts.exact,
+                    names,
+                ),
+                _ => format::list_text(info.as_ref(), &services, style, names),
+            })
         }
     }
 }
@@ -314,6 +367,26 @@ pub async fn execute(
                 .map_err(|s| rpc_error("Clear", s))?;
         }
         Command::List(opts) => return list(client, opts, names).await,
+        Command::Zero(key) => {
+            client
+                .zero_counters(pb::ZeroCountersRequest {
+                    service: key.as_ref().map(key_to_pb),
+                })
+                .await
+                .map_err(|s| rpc_error("ZeroCounters", s))?;
+        }
+        Command::SetTimeouts { tcp, tcp_fin, udp } => {
+            client
+                .set_timeouts(pb::SetTimeoutsRequest {
+                    timeouts: Some(pb::Timeouts {
+                        tcp: *tcp,
+                        tcp_fin: *tcp_fin,
+                        udp: *udp,
+                    }),
+                })
+                .await
+                .map_err(|s| rpc_error("SetTimeouts", s))?;
+        }
         Command::Save(opts) => {
             let services = list_services(client).await?;
             return Ok(crate::rules::save_text(&services, *opts, names));

@@ -19,7 +19,10 @@ Usage:
   ulvsadm -C
   ulvsadm -a|e virtual-service -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
   ulvsadm -d virtual-service -r server-address
-  ulvsadm -L|l [virtual-service] [-n] [--nosort] [-o text|json]
+  ulvsadm -L|l [virtual-service] [-n] [--nosort] [-o text|json] [--stats|--rate] [--exact]
+  ulvsadm -L|l -c|--timeout [-n]
+  ulvsadm -Z [virtual-service]
+  ulvsadm --set tcp tcpfin udp
   ulvsadm -S [-n] [--nosort]
   ulvsadm -R
   ulvsadm -h|--help
@@ -38,6 +41,8 @@ Commands:
   --list            -L|-l     list the table
   --save            -S        save the table as rules (with thresholds) on standard output
   --restore         -R        apply rules from standard input, all of them or none
+  --zero            -Z        zero counters of a service or of all services
+  --set tcp tcpfin udp        set connection timeout values (seconds; 0 keeps a value)
   --help            -h        display this help message
   --version         -v        display the version
 
@@ -65,6 +70,11 @@ Options:
   --l-threshold  -y lthreshold        lower threshold of connections (0 = none)
   --numeric      -n                   numeric output of addresses and ports
   --nosort                            disable sorting output of service/server entries
+  --connection   -c                   output of current IPVS connections
+  --timeout                           output of timeout (tcp tcpfin udp)
+  --stats                             output of statistics information
+  --rate                              output of rate information
+  --exact        -X                   expand numbers (display exact values)
   --sort                              does nothing, for backwards compatibility
   --output       -o text|json         with -L: output format (json: the ListServices data)
 

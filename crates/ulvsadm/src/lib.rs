@@ -5,6 +5,7 @@
 //! - [`parse`]: ipvsadm's grammar, argument words to a [`parse::Command`]; no I/O except
 //!   optional name lookups through a [`names::Resolver`].
 //! - [`format`](mod@format): pure functions from `ulvs.v1` messages to ipvsadm's `-L` text and to JSON.
+//! - [`counters`]: the same for `-L --stats`, `--rate` (`--exact`), `-c` and `--timeout`.
 //! - [`client`]: socket discovery, connection, one RPC sequence per command, error messages.
 //! - [`names`]: `/etc/services` and `/etc/hosts` lookups (never DNS while listing).
 //! - [`rules`]: `-S` (ipvsadm's rule format, plus thresholds) and `-R` (rules to one batch).
@@ -19,6 +20,7 @@
 //!   `ulvsadm: cannot connect to ulvsd at <path>: <reason>` and exits 1.
 
 pub mod client;
+pub mod counters;
 pub mod format;
 pub mod help;
 pub mod model;

@@ -29,6 +29,8 @@ use crate::model::{
 };
 use crate::names::Resolver;
 
+pub use crate::counters::ListView;
+
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -59,6 +61,17 @@ pub enum Command {
     Save(SaveOptions),
     /// `-R`: read rules from standard input and apply them all at once, or none.
     Restore,
+    /// `-Z`: zero the counters of one service, or of all.
+    Zero(Option<ServiceKey>),
+    /// `--set tcp tcpfin udp`: connection timeouts in seconds; 0 keeps a value.
+    SetTimeouts {
+        /// TCP ESTABLISHED.
+        tcp: u32,
+        /// TCP FIN_WAIT.
+        tcp_fin: u32,
+        /// UDP.
+        udp: u32,
+    },
     /// `-h` / `--help`.
     Help,
     /// `-v` / `--version`.
@@ -76,6 +89,10 @@ pub struct ListOptions {
     pub output: OutputFormat,
     /// False with `--nosort`.
     pub sort: bool,
+    /// `--stats`, `--rate`, `-c`, `--timeout`, or the plain table.
+    pub view: ListView,
+    /// `--exact`: whole numbers in `--stats` and `--rate`.
+    pub exact: bool,
 }
 
 impl Default for ListOptions {
@@ -85,6 +102,8 @@ impl Default for ListOptions {
             service: None,
             output: OutputFormat::Text,
             sort: true,
+            view: ListView::Table,
+            exact: false,
         }
     }
 }
@@ -215,11 +234,11 @@ static SPECS: &[Spec] = &[
     spec("clear", Some('C'), NoArg, Key::Cmd(Cmd::Flush)),
     spec("list", Some('L'), NoArg, Key::Cmd(Cmd::List)),
     spec("list", Some('l'), NoArg, Key::Cmd(Cmd::List)),
-    spec("zero", Some('Z'), NoArg, Key::UnsupportedCmd("zero")),
+    spec("zero", Some('Z'), NoArg, Key::Cmd(Cmd::Zero)),
     spec("add-server", Some('a'), NoArg, Key::Cmd(Cmd::AddDest)),
     spec("edit-server", Some('e'), NoArg, Key::Cmd(Cmd::EditDest)),
     spec("delete-server", Some('d'), NoArg, Key::Cmd(Cmd::DelDest)),
-    spec("set", None, NoArg, Key::UnsupportedCmd("set")),
+    spec("set", None, NoArg, Key::Cmd(Cmd::SetTimeout)),
     spec("help", Some('h'), NoArg, Key::Help),
     spec("version", Some('v'), NoArg, Key::Version),
     spec("restore", Some('R'), NoArg, Key::Cmd(Cmd::Restore)),
@@ -252,18 +271,18 @@ static SPECS: &[Spec] = &[
     spec("u-threshold", Some('x'), ReqArg, Key::Opt(Opt::UThreshold)),
     spec("l-threshold", Some('y'), ReqArg, Key::Opt(Opt::LThreshold)),
     spec("numeric", Some('n'), NoArg, Key::Opt(Opt::Numeric)),
-    spec("connection", Some('c'), NoArg, Key::UnsupportedOpt),
+    spec("connection", Some('c'), NoArg, Key::Opt(Opt::Connection)),
     spec("mcast-interface", None, ReqArg, Key::UnsupportedOpt),
     spec("syncid", None, ReqArg, Key::UnsupportedOpt),
-    spec("timeout", None, NoArg, Key::UnsupportedOpt),
+    spec("timeout", None, NoArg, Key::Opt(Opt::Timeout)),
     spec("daemon", None, NoArg, Key::UnsupportedOpt),
-    spec("stats", None, NoArg, Key::UnsupportedOpt),
-    spec("rate", None, NoArg, Key::UnsupportedOpt),
+    spec("stats", None, NoArg, Key::Opt(Opt::Stats)),
+    spec("rate", None, NoArg, Key::Opt(Opt::Rate)),
     spec("thresholds", None, NoArg, Key::UnsupportedOpt),
     spec("persistent-conn", None, NoArg, Key::UnsupportedOpt),
     spec("nosort", None, NoArg, Key::Opt(Opt::NoSort)),
     spec("sort", None, NoArg, Key::Sort),
-    spec("exact", Some('X'), NoArg, Key::UnsupportedOpt),
+    spec("exact", Some('X'), NoArg, Key::Opt(Opt::Exact)),
     spec("ipv6", Some('6'), NoArg, Key::UnsupportedOpt),
     spec("ops", Some('o'), NoArg, Key::ShortO),
     spec("pe", None, ReqArg, Key::UnsupportedOpt),
@@ -303,6 +322,8 @@ enum Cmd {
     EditDest,
     Save,
     Restore,
+    Zero,
+    SetTimeout,
 }
 
 impl Cmd {
@@ -319,6 +340,8 @@ impl Cmd {
             Cmd::EditDest => "edit-server",
             Cmd::Save => "save",
             Cmd::Restore => "restore",
+            Cmd::Zero => "zero",
+            Cmd::SetTimeout => "set",
         }
     }
 }
@@ -344,9 +367,14 @@ enum Opt {
     TunType,
     TunPort,
     TunCsum,
+    Connection,
+    Timeout,
+    Stats,
+    Rate,
+    Exact,
 }
 
-const ALL_OPTS: [Opt; 17] = [
+const ALL_OPTS: [Opt; 22] = [
     Opt::Numeric,
     Opt::Service,
     Opt::Scheduler,
@@ -364,6 +392,11 @@ const ALL_OPTS: [Opt; 17] = [
     Opt::TunType,
     Opt::TunPort,
     Opt::TunCsum,
+    Opt::Connection,
+    Opt::Timeout,
+    Opt::Stats,
+    Opt::Rate,
+    Opt::Exact,
 ];
 
 impl Opt {
@@ -387,6 +420,11 @@ impl Opt {
             Opt::TunType => "tun-type",
             Opt::TunPort => "tun-port",
             Opt::TunCsum => "tun-nocsum/tun-csum/tun-remcsum",
+            Opt::Connection => "connection",
+            Opt::Timeout => "timeout",
+            Opt::Stats => "stats",
+            Opt::Rate => "rate",
+            Opt::Exact => "exact",
         }
     }
 
@@ -422,14 +460,20 @@ fn legality(cmd: Cmd, opt: Opt) -> Legal {
             Opt::Service => Required,
             _ => Illegal,
         },
-        Cmd::Flush | Cmd::Restore => Illegal,
+        Cmd::Flush | Cmd::Restore | Cmd::SetTimeout => Illegal,
+        Cmd::Zero => match opt {
+            Opt::Service => Optional,
+            _ => Illegal,
+        },
         Cmd::Save => match opt {
             Opt::Numeric | Opt::NoSort => Optional,
             _ => Illegal,
         },
         Cmd::List => match opt {
-            Opt::Numeric | Opt::NoSort | Opt::Output => Optional,
-            Opt::Service => Exclusive,
+            Opt::Numeric | Opt::NoSort | Opt::Output | Opt::Stats | Opt::Rate | Opt::Exact => {
+                Optional
+            }
+            Opt::Service | Opt::Connection | Opt::Timeout => Exclusive,
             _ => Illegal,
         },
         Cmd::AddDest | Cmd::EditDest => match opt {
@@ -777,7 +821,14 @@ impl State {
                             }
                         })
                     }
-                    Opt::Service | Opt::Forward | Opt::Ops => {}
+                    Opt::Service
+                    | Opt::Forward
+                    | Opt::Ops
+                    | Opt::Connection
+                    | Opt::Timeout
+                    | Opt::Stats
+                    | Opt::Rate
+                    | Opt::Exact => {}
                 }
             }
         }
@@ -921,6 +972,23 @@ fn finish(
         // No command at all: ipvsadm lists the table.
         return done(Command::List(ListOptions::default()));
     };
+    if cmd == Cmd::SetTimeout {
+        check_combination(cmd, st.given)?;
+        // ipvsadm's parse_timeout: three numbers, each 0 (keep) ..= 31 days.
+        let [tcp, tcp_fin, udp] = leftovers.as_slice() else {
+            return Err(invalid("--set needs three timeout values: tcp tcpfin udp"));
+        };
+        let t = |v: &String| {
+            number_in(v, 0, MAX_TIMEOUT.into())
+                .map(|n| n as u32)
+                .ok_or_else(|| invalid(format!("invalid timeout value `{v}' specified")))
+        };
+        return done(Command::SetTimeouts {
+            tcp: t(tcp)?,
+            tcp_fin: t(tcp_fin)?,
+            udp: t(udp)?,
+        });
+    }
     if let Some(word) = leftovers.first() {
         return Err(invalid(format!("unexpected argument {word}")));
     }
@@ -977,12 +1045,32 @@ fn finish(
             sort: st.given & Opt::NoSort.bit() == 0,
         }),
         Cmd::Restore => Command::Restore,
-        Cmd::List => Command::List(ListOptions {
-            numeric: st.given & Opt::Numeric.bit() != 0,
-            service: key,
-            output: st.output.unwrap_or_default(),
-            sort: st.given & Opt::NoSort.bit() == 0,
-        }),
+        Cmd::Zero => Command::Zero(key),
+        // Handled above, with its three values.
+        Cmd::SetTimeout => return Err(invalid("--set needs three timeout values: tcp tcpfin udp")),
+        Cmd::List => {
+            let has = |o: Opt| st.given & o.bit() != 0;
+            // As ipvsadm: the rate view wins over stats.
+            let view = if has(Opt::Connection) {
+                ListView::Connections
+            } else if has(Opt::Timeout) {
+                ListView::Timeout
+            } else if has(Opt::Rate) {
+                ListView::Rate
+            } else if has(Opt::Stats) {
+                ListView::Stats
+            } else {
+                ListView::Table
+            };
+            Command::List(ListOptions {
+                numeric: has(Opt::Numeric),
+                service: key,
+                output: st.output.unwrap_or_default(),
+                sort: !has(Opt::NoSort),
+                view,
+                exact: has(Opt::Exact),
+            })
+        }
         Cmd::AddDest | Cmd::EditDest | Cmd::DelDest => {
             let key = need_key()?;
             let raw = st.server.as_deref().unwrap_or("");

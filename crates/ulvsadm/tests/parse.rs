@@ -605,20 +605,14 @@ fn ipvsadm_errors() {
 #[test]
 fn ipvsadm_features_not_implemented_yet_are_named() {
     for (line, msg) in [
-        ("-Z", "the 'zero' command is not supported by ulvsadm yet"),
         (
             "--start-daemon master",
             "the 'start-daemon' command is not supported by ulvsadm yet",
         ),
         (
-            "--set 900 120 300",
-            "the 'set' command is not supported by ulvsadm yet",
+            "-L --daemon",
+            "option '--daemon' is not supported by ulvsadm yet",
         ),
-        (
-            "-L --stats",
-            "option '--stats' is not supported by ulvsadm yet",
-        ),
-        ("-L -c", "option '-c' is not supported by ulvsadm yet"),
         ("-A -f 1", "option '-f' is not supported by ulvsadm yet"),
     ] {
         let e = parse(line).unwrap_err();
@@ -668,5 +662,100 @@ fn tunnel_options() {
         "-a -t 198.18.0.1:80 -r 198.18.1.1 -i --tun-csum --tun-nocsum",
     ] {
         assert!(parse(bad).is_err(), "{bad}");
+    }
+}
+
+// --- connection table: -Z, --set, -L --stats/--rate/--exact/-c/--timeout ---------------------
+
+#[test]
+fn zero_set_and_list_views() {
+    use ulvsadm::parse::ListView;
+    assert_eq!(cmd("-Z"), Command::Zero(None));
+    assert_eq!(cmd("--zero -t 198.18.0.1:80"), Command::Zero(Some(tcp80())));
+    assert_eq!(
+        cmd("--set 900 120 300"),
+        Command::SetTimeouts {
+            tcp: 900,
+            tcp_fin: 120,
+            udp: 300
+        }
+    );
+    assert_eq!(
+        cmd("--set 0 0 60"),
+        Command::SetTimeouts {
+            tcp: 0,
+            tcp_fin: 0,
+            udp: 60
+        }
+    );
+    let view = |line: &str| match cmd(line) {
+        Command::List(o) => (o.view, o.exact, o.numeric, o.service.is_some()),
+        other => panic!("{line}: {other:?}"),
+    };
+    assert_eq!(view("-L -n --stats"), (ListView::Stats, false, true, false));
+    assert_eq!(
+        view("-L --rate --exact"),
+        (ListView::Rate, true, false, false)
+    );
+    assert_eq!(
+        view("-L -X --stats -t 198.18.0.1:80"),
+        (ListView::Stats, true, false, true)
+    );
+    assert_eq!(view("-Lnc"), (ListView::Connections, false, true, false));
+    assert_eq!(
+        view("-L --connection"),
+        (ListView::Connections, false, false, false)
+    );
+    assert_eq!(
+        view("-L --timeout"),
+        (ListView::Timeout, false, false, false)
+    );
+    assert_eq!(
+        view("-L --stats --rate"),
+        (ListView::Rate, false, false, false)
+    );
+}
+
+#[test]
+fn zero_set_and_list_view_errors() {
+    for (line, msg) in [
+        (
+            "--set 900 120",
+            "--set needs three timeout values: tcp tcpfin udp",
+        ),
+        (
+            "--set 900 120 300 1",
+            "--set needs three timeout values: tcp tcpfin udp",
+        ),
+        ("--set 900 x 300", "invalid timeout value `x' specified"),
+        (
+            "--set 900 120 2678401",
+            "invalid timeout value `2678401' specified",
+        ),
+        (
+            "--set 1 2 3 -n",
+            "Illegal 'numeric' option with the 'set' command",
+        ),
+        ("-Z -n", "Illegal 'numeric' option with the 'zero' command"),
+        (
+            "-Z -t 198.18.0.1:80 -s rr",
+            "Illegal 'scheduler' option with the 'zero' command",
+        ),
+        (
+            "-L -c --timeout",
+            "The option 'timeout' conflicts with the 'connection' option in the 'list' command",
+        ),
+        (
+            "-L -c -t 198.18.0.1:80",
+            "The option 'connection' conflicts with the 'service-address' option in the 'list' command",
+        ),
+        (
+            "-A -t 198.18.0.1:80 --stats",
+            "Illegal 'stats' option with the 'add-service' command",
+        ),
+    ] {
+        let e = parse(line).unwrap_err();
+        assert!(matches!(e, ParseError::Invalid(_)), "{line}: {e:?}");
+        assert_eq!(e.to_string(), msg, "{line}");
     }
 }
