@@ -179,6 +179,12 @@ impl NatRig {
     /// Starts `ulvsd --tun ulvs0 --socket <sock> --configure-sysctls` in the director namespace and
     /// waits until its socket accepts and `ulvsadm -L -n` succeeds.
     pub fn start_ulvsd(&mut self) -> Result<()> {
+        self.start_ulvsd_with(&[])
+    }
+
+    /// [`NatRig::start_ulvsd`] with extra `ulvsd` arguments (for example
+    /// `["--max-connections", "2000"]`).
+    pub fn start_ulvsd_with(&mut self, extra: &[&str]) -> Result<()> {
         ensure!(self.ulvsd.is_none(), "ulvsd already started");
         let sock = self.socket();
         let mut cmd = self.director.command(&self.bins.ulvsd);
@@ -186,7 +192,8 @@ impl NatRig {
             .arg(TUN_NAME)
             .arg("--socket")
             .arg(&sock)
-            .arg("--configure-sysctls");
+            .arg("--configure-sysctls")
+            .args(extra);
         let mut proc = Spawned::start("ulvsd", cmd, self.dir.path())?;
         let accepted = wait_until("ulvsd's control socket to accept", READY_TIMEOUT, || {
             proc.check_running()?;
