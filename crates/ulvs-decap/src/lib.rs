@@ -313,6 +313,8 @@ impl Decapsulator {
             mtu: cfg.tun_mtu,
             txqueuelen: ulvs_dataplane::tun::DEFAULT_TXQUEUELEN,
             queues: 1,
+            // Plain packets in, no virtio-net header: the inner packets are complete.
+            offload: false,
         })
         .context("create the TUN device")?;
         let queue = tun
