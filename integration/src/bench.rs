@@ -11,7 +11,8 @@
 //!
 //! Every real server runs `iperf3 -s` (TCP/UDP 5201), nginx (8080, a 3-byte answer) and the
 //! bench's own idle-connection server (9000). The targets:
-//! - kernel: the client talks to rs1 directly; the director only routes (the ceiling of the path);
+//! - kernel: the client talks to rs1 directly (on ports ulvs does not balance, so its replies are
+//!   not steered into the TUN); the director only routes (the ceiling of the path);
 //! - ulvs NAT: the VIP; iperf3 goes to rs1 only (its control and data connections must meet),
 //!   HTTP and idle connections are spread round-robin over the three servers;
 //! - HAProxy `mode tcp` in the director, bound to 198.18.0.1, with the same backends (no UDP).
@@ -91,14 +92,17 @@ impl Target {
         }
     }
 
-    /// Where the client connects for `port` (a real-server port).
+    /// Where the client connects for `port` (a real-server port). The kernel target uses the
+    /// port above it on rs1, where the same servers listen too: ulvsd steers replies from the
+    /// real-server ports it balances into its TUN (`from RS iif br0 sport PORT` rules), and a
+    /// direct connection there would not be plain kernel forwarding (and would meet ulvs's
+    /// conntrack entries of the same client ports).
     fn addr(self, port: u16) -> SocketAddr {
-        let ip = match self {
-            Target::Kernel => Ipv4Addr::new(198, 18, 1, 11),
-            Target::UlvsNat => VIP,
-            Target::Haproxy => DIRECTOR_CLIENT_ADDR,
-        };
-        SocketAddr::from((ip, port))
+        match self {
+            Target::Kernel => SocketAddr::from((server_addr(1), port + 1)),
+            Target::UlvsNat => SocketAddr::from((VIP, port)),
+            Target::Haproxy => SocketAddr::from((DIRECTOR_CLIENT_ADDR, port)),
+        }
     }
 }
 
@@ -215,13 +219,16 @@ impl BenchRig {
         for (i, ns) in self.servers.iter().enumerate() {
             let n = i + 1;
             let addr = server_addr(n as u8);
-            let mut iperf = ns.command("iperf3");
-            iperf.args(["-s", "-p", &IPERF_PORT.to_string(), "-B", &addr.to_string()]);
-            self.procs.push(Spawned::start(
-                &format!("iperf3-rs{n}"),
-                iperf,
-                self.dir.path(),
-            )?);
+            // rs1 also serves the kernel target on the ports above the balanced ones.
+            let extra = if n == 1 { 2 } else { 1 };
+            for k in 0..extra {
+                let port = IPERF_PORT + k;
+                let mut iperf = ns.command("iperf3");
+                iperf.args(["-s", "-p", &port.to_string(), "-B", &addr.to_string()]);
+                let label = format!("iperf3-rs{n}-{port}");
+                self.procs
+                    .push(Spawned::start(&label, iperf, self.dir.path())?);
+            }
             let conf = self.dir.path().join(format!("nginx-rs{n}.conf"));
             std::fs::write(&conf, nginx_conf(self.dir.path(), n, addr))
                 .context("write nginx config")?;
@@ -238,14 +245,18 @@ impl BenchRig {
                 nginx,
                 self.dir.path(),
             )?);
-            let mut idle = ns.command(&self.opts.self_exe);
-            idle.args(["idle-server", "--listen", &format!("{addr}:{IDLE_PORT}")]);
-            let mut p = Spawned::start(&format!("idle-rs{n}"), idle, self.dir.path())?;
-            p.wait_for_output("listening", READY)?;
-            self.procs.push(p);
+            for k in 0..extra {
+                let port = IDLE_PORT + k;
+                let mut idle = ns.command(&self.opts.self_exe);
+                idle.args(["idle-server", "--listen", &format!("{addr}:{port}")]);
+                let label = format!("idle-rs{n}-{port}");
+                let mut p = Spawned::start(&label, idle, self.dir.path())?;
+                p.wait_for_output("listening", READY)?;
+                self.procs.push(p);
+            }
         }
         for n in 1..=SERVERS {
-            for port in [IPERF_PORT, HTTP_PORT] {
+            for port in [IPERF_PORT, HTTP_PORT, HTTP_PORT + 1] {
                 let a = SocketAddr::from((server_addr(n), port));
                 wait_until(&format!("{a} to listen"), READY, || {
                     for p in &mut self.procs {
@@ -566,8 +577,10 @@ fn nginx_conf(dir: &Path, n: usize, addr: Ipv4Addr) -> String {
            uwsgi_temp_path {d}/nginx-rs{n}-uwsgi;\n\
            scgi_temp_path {d}/nginx-rs{n}-scgi;\n\
            server {{ listen {addr}:{HTTP_PORT} backlog=4096 reuseport; \
+                     listen {addr}:{kernel_port} backlog=4096 reuseport; \
                      location / {{ return 200 \"ok\\n\"; }} }}\n\
-         }}\n"
+         }}\n",
+        kernel_port = HTTP_PORT + 1
     )
 }
 
@@ -592,19 +605,10 @@ fn haproxy_conf() -> String {
     )
 }
 
-/// Reads a number from a JSON document by key path (a tiny walker: iperf3's output is the only
-/// input and its keys are unique along these paths).
+/// Reads a number from iperf3's JSON output by key path.
 fn json_number(json: &str, path: &[&str]) -> Option<f64> {
-    let mut rest = json;
-    for key in path {
-        let at = rest.find(&format!("\"{key}\""))?;
-        rest = &rest[at + key.len() + 2..];
-    }
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+')))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    path.iter().try_fold(&v, |v, k| v.get(k))?.as_f64()
 }
 
 /// A wrk latency like `1.23ms`, `850.00us` or `2.01s`, in milliseconds.
