@@ -1,0 +1,286 @@
+//! Health checks of real servers (TCP connect, HTTP GET, UDP request/response, exec) with
+//! rise/fall hysteresis, one tokio task per checked real server.
+//!
+//! The result is a [`HealthView`] the planner takes as input: the checks never change the
+//! daemon themselves. Every state change is logged and wakes the reconciler through a
+//! [`Notify`]. Servers start healthy (as in keepalived): a dead server is drained after `fall`
+//! failed checks, a recovered one restored after `rise` successful ones.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::config::{CheckKind, Config, HealthCheckSpec};
+use crate::desired::HealthView;
+use crate::model::ServiceKey;
+
+/// Runs one check of `spec` against `target` (bounded by `spec.timeout`); `Err` says why it
+/// failed.
+pub async fn check_once(spec: &HealthCheckSpec, target: SocketAddr) -> Result<(), String> {
+    match tokio::time::timeout(spec.timeout, run_check(&spec.kind, target)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {:?}", spec.timeout)),
+    }
+}
+
+async fn run_check(kind: &CheckKind, target: SocketAddr) -> Result<(), String> {
+    match kind {
+        CheckKind::Tcp => TcpStream::connect(target)
+            .await
+            .map(drop)
+            .map_err(|e| format!("tcp connect to {target}: {e}")),
+        CheckKind::Http {
+            path,
+            expect_status,
+            host,
+        } => http_check(target, path, *expect_status, host.as_deref()).await,
+        CheckKind::Udp { send, expect } => udp_check(target, send, expect.as_deref()).await,
+        CheckKind::Exec { command } => exec_check(command, target).await,
+    }
+}
+
+async fn http_check(
+    target: SocketAddr,
+    path: &str,
+    expect: u16,
+    host: Option<&str>,
+) -> Result<(), String> {
+    let mut s = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("http connect to {target}: {e}"))?;
+    let host = host.map_or_else(|| target.to_string(), str::to_owned);
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ulvs-agent\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("http write to {target}: {e}"))?;
+    // The status line is all we need: read until its end (or 1 KiB).
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'\n') && buf.len() < 1024 {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("http read from {target}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let line = line.lines().next().unwrap_or("");
+    let mut parts = line.split_whitespace();
+    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+        return Err(format!("http {target}: no status line in the answer"));
+    };
+    if !version.starts_with("HTTP/") {
+        return Err(format!("http {target}: not an HTTP answer: {line:?}"));
+    }
+    match code.parse::<u16>() {
+        Ok(c) if c == expect => Ok(()),
+        Ok(c) => Err(format!("http {target}{path}: status {c}, expected {expect}")),
+        Err(_) => Err(format!("http {target}: bad status line {line:?}")),
+    }
+}
+
+async fn udp_check(target: SocketAddr, send: &[u8], expect: Option<&[u8]>) -> Result<(), String> {
+    let local: SocketAddr = match target.ip() {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("udp bind: {e}"))?;
+    // Connected, so an ICMP port unreachable fails the receive at once.
+    sock.connect(target)
+        .await
+        .map_err(|e| format!("udp connect to {target}: {e}"))?;
+    sock.send(send)
+        .await
+        .map_err(|e| format!("udp send to {target}: {e}"))?;
+    let mut buf = vec![0u8; 2048];
+    let n = sock
+        .recv(&mut buf)
+        .await
+        .map_err(|e| format!("udp receive from {target}: {e}"))?;
+    match expect {
+        Some(want) if !buf[..n].windows(want.len().max(1)).any(|w| w == want) && !want.is_empty() => {
+            Err(format!(
+                "udp {target}: reply {:?} does not contain {:?}",
+                String::from_utf8_lossy(&buf[..n]),
+                String::from_utf8_lossy(want)
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn exec_check(command: &[String], target: SocketAddr) -> Result<(), String> {
+    let (prog, args) = command
+        .split_first()
+        .ok_or_else(|| "exec: empty command".to_owned())?;
+    let status = tokio::process::Command::new(prog)
+        .args(args)
+        .env("ULVS_RS_ADDRESS", target.ip().to_string())
+        .env("ULVS_RS_PORT", target.port().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // A check that times out is dropped, and its process killed.
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| format!("exec {prog}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("exec {prog}: {status}"))
+    }
+}
+
+/// Identifies a checked real server.
+pub type CheckTarget = (ServiceKey, SocketAddr);
+
+/// The running health checks of a configuration.
+#[derive(Debug)]
+pub struct HealthChecker {
+    tasks: HashMap<CheckTarget, (HealthCheckSpec, JoinHandle<()>)>,
+    state: Arc<Mutex<HealthView>>,
+    changed: Arc<Notify>,
+}
+
+impl Default for HealthChecker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthChecker {
+    /// No checks yet.
+    pub fn new() -> Self {
+        Self {
+            tasks: HashMap::new(),
+            state: Arc::new(Mutex::new(HealthView::new())),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified whenever a real server changes between healthy and failed.
+    pub fn changed(&self) -> Arc<Notify> {
+        Arc::clone(&self.changed)
+    }
+
+    /// The current health of every checked real server.
+    pub fn view(&self) -> HealthView {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Number of running checks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether no check runs.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Starts, keeps or stops checks so that exactly the real servers of `config` with a
+    /// health check are checked. A check whose settings are unchanged keeps its state. Must be
+    /// called inside a tokio runtime.
+    pub fn sync(&mut self, config: &Config) {
+        let mut want: HashMap<CheckTarget, HealthCheckSpec> = HashMap::new();
+        for svc in &config.services {
+            for rs in &svc.real_servers {
+                if let Some(hc) = &rs.health_check {
+                    want.insert((svc.spec.key, rs.spec.addr()), hc.clone());
+                }
+            }
+        }
+        let stale: Vec<CheckTarget> = self
+            .tasks
+            .iter()
+            .filter(|(k, (spec, _))| want.get(*k) != Some(spec))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some((_, task)) = self.tasks.remove(&k) {
+                task.abort();
+            }
+            if let Ok(mut s) = self.state.lock() {
+                s.remove(&k);
+            }
+        }
+        for (k, spec) in want {
+            if self.tasks.contains_key(&k) {
+                continue;
+            }
+            let task = tokio::spawn(check_loop(
+                k,
+                spec.clone(),
+                Arc::clone(&self.state),
+                Arc::clone(&self.changed),
+            ));
+            self.tasks.insert(k, (spec, task));
+        }
+    }
+}
+
+impl Drop for HealthChecker {
+    fn drop(&mut self) {
+        for (_, (_, task)) in self.tasks.drain() {
+            task.abort();
+        }
+    }
+}
+
+async fn check_loop(
+    target: CheckTarget,
+    spec: HealthCheckSpec,
+    state: Arc<Mutex<HealthView>>,
+    changed: Arc<Notify>,
+) {
+    let (service, rs) = target;
+    let addr = SocketAddr::new(rs.ip(), spec.port.unwrap_or(rs.port()));
+    let mut healthy = true;
+    let (mut oks, mut fails) = (0u32, 0u32);
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match check_once(&spec, addr).await {
+            Ok(()) => {
+                fails = 0;
+                oks = oks.saturating_add(1);
+                if !healthy && oks >= spec.rise {
+                    healthy = true;
+                    if let Ok(mut s) = state.lock() {
+                        s.insert(target, true);
+                    }
+                    tracing::info!(service = %service, real_server = %rs, checks = oks, "health check passing: real server is healthy again");
+                    changed.notify_one();
+                }
+            }
+            Err(why) => {
+                oks = 0;
+                fails = fails.saturating_add(1);
+                if healthy && fails >= spec.fall {
+                    healthy = false;
+                    if let Ok(mut s) = state.lock() {
+                        s.insert(target, false);
+                    }
+                    tracing::warn!(service = %service, real_server = %rs, failures = fails, reason = %why, "health check failing: real server is down");
+                    changed.notify_one();
+                } else if healthy {
+                    tracing::debug!(service = %service, real_server = %rs, failures = fails, reason = %why, "health check failed");
+                }
+            }
+        }
+    }
+}
