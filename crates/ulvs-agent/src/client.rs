@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use ulvs_proto::v1 as pb;
 
 use crate::model::{
-    Forward, ObservedService, Observed, Protocol, RealServerSpec, ServiceKey, ServiceSpec,
+    Forward, Observed, ObservedService, Protocol, RealServerSpec, ServiceKey, ServiceSpec,
     Timeouts, TunnelChecksum, TunnelType,
 };
 use crate::plan::{Op, Plan};
@@ -126,6 +126,22 @@ pub async fn observe(client: &mut Client, with_timeouts: bool) -> Result<Observe
 pub async fn execute(client: &mut Client, plan: &Plan, dry_run: bool) -> Result<u64, ClientError> {
     let changes = plan_changes(plan);
     let mut generation = plan.observed_generation;
+    if plan.observed_generation == 0 && !changes.is_empty() {
+        // The API reads expected_generation 0 as "do not check", and a fresh daemon is at
+        // generation 0: check here instead (the window until the batch lands is one RPC).
+        let now = client
+            .list_services(pb::ListServicesRequest::default())
+            .await
+            .map_err(rpc("ListServices"))?
+            .into_inner()
+            .generation;
+        if now != 0 {
+            return Err(ClientError::Stale {
+                expected: 0,
+                message: format!("the configuration is at generation {now}"),
+            });
+        }
+    }
     if !changes.is_empty() {
         let resp = client
             .apply(pb::ApplyRequest {
@@ -372,7 +388,11 @@ fn service_from_pb(s: &pb::Service) -> Result<ObservedService, ClientError> {
                 )));
             }
         };
-        let mut spec = RealServerSpec::new(ip(&r.address, "real server")?, port(r.port, "real server")?, forward);
+        let mut spec = RealServerSpec::new(
+            ip(&r.address, "real server")?,
+            port(r.port, "real server")?,
+            forward,
+        );
         spec.weight = r.weight;
         spec.upper_threshold = r.upper_threshold;
         spec.lower_threshold = r.lower_threshold;

@@ -228,10 +228,10 @@ pub fn parse_str(
         locals: hcl::Map::new(),
     };
     let config = d.decode_top(&body, vars);
-    if d.diags.is_empty() {
-        if let Some(c) = config {
-            return Ok(c);
-        }
+    if d.diags.is_empty()
+        && let Some(c) = config
+    {
+        return Ok(c);
     }
     let mut diags = d.diags;
     diags.sort_by_key(|x| (x.line, x.column));
@@ -721,7 +721,11 @@ impl Decoder<'_> {
         Some(out)
     }
 
-    fn decode_top(&mut self, body: &RawBody, cli_vars: &BTreeMap<String, String>) -> Option<Config> {
+    fn decode_top(
+        &mut self,
+        body: &RawBody,
+        cli_vars: &BTreeMap<String, String>,
+    ) -> Option<Config> {
         let mut f = Fields::new(body, "the configuration");
         self.decode_variables(&mut f, cli_vars);
         self.decode_locals(&mut f);
@@ -737,26 +741,26 @@ impl Decoder<'_> {
         }
         if let Some(b) = agents.first() {
             let mut af = Fields::new(&b.body, "the agent block");
-            if let Some(v) = self.get(&mut af, "name") {
-                if let Some(s) = self.string(&v, "name") {
-                    if s.is_empty() {
-                        self.err(v.at, "name: must not be empty");
-                    }
-                    agent.name = s;
+            if let Some(v) = self.get(&mut af, "name")
+                && let Some(s) = self.string(&v, "name")
+            {
+                if s.is_empty() {
+                    self.err(v.at, "name: must not be empty");
                 }
+                agent.name = s;
             }
-            if let Some(v) = self.get(&mut af, "owner_label") {
-                if let Some(s) = self.string(&v, "owner_label") {
-                    if s.is_empty() {
-                        self.err(v.at, "owner_label: must not be empty");
-                    }
-                    agent.owner_label = s;
+            if let Some(v) = self.get(&mut af, "owner_label")
+                && let Some(s) = self.string(&v, "owner_label")
+            {
+                if s.is_empty() {
+                    self.err(v.at, "owner_label: must not be empty");
                 }
+                agent.owner_label = s;
             }
-            if let Some(v) = self.get(&mut af, "reconcile_interval") {
-                if let Some(d) = self.duration(&v, "reconcile_interval") {
-                    agent.reconcile_interval = d;
-                }
+            if let Some(v) = self.get(&mut af, "reconcile_interval")
+                && let Some(d) = self.duration(&v, "reconcile_interval")
+            {
+                agent.reconcile_interval = d;
             }
             af.finish(self);
         }
@@ -770,10 +774,7 @@ impl Decoder<'_> {
             let mut tf = Fields::new(&b.body, "the timeouts block");
             let mut get = |d: &mut Self, name: &str| -> u32 {
                 match d.required(&mut tf, name, b.at) {
-                    Some(v) => match d.duration_secs(&v, name) {
-                        Some(s) => s,
-                        None => 0,
-                    },
+                    Some(v) => d.duration_secs(&v, name).unwrap_or_default(),
                     None => 0,
                 }
             };
@@ -1032,18 +1033,27 @@ impl Decoder<'_> {
             }
             pf.finish(self);
         }
-        if port == Some(0) && persistence_timeout == 0 {
-            if let Some(v) = &port_val {
-                self.err(
-                    v.at,
-                    "port: 0 is only allowed for a persistent service (add a persistence block)",
-                );
-            }
+        if port == Some(0)
+            && persistence_timeout == 0
+            && let Some(v) = &port_val
+        {
+            self.err(
+                v.at,
+                "port: 0 is only allowed for a persistent service (add a persistence block)",
+            );
         }
-        let one_packet_at = f.body.attrs.iter().find(|a| a.name == "one_packet").map(|a| a.value_at);
+        let one_packet_at = f
+            .body
+            .attrs
+            .iter()
+            .find(|a| a.name == "one_packet")
+            .map(|a| a.value_at);
         let one_packet = self.bool_attr(&mut f, "one_packet");
         if one_packet && protocol != Protocol::Udp {
-            self.err(one_packet_at.unwrap_or(b.at), "one_packet: only for UDP services");
+            self.err(
+                one_packet_at.unwrap_or(b.at),
+                "one_packet: only for UDP services",
+            );
         }
         let mut labels = BTreeMap::new();
         if let Some(v) = self.get(&mut f, "labels") {
@@ -1081,10 +1091,7 @@ impl Decoder<'_> {
                         format!("local_addresses: {ip} is not of the service's address family"),
                     ),
                     Ok(ip) => local_addresses.push(ip),
-                    Err(_) => self.err(
-                        v.at,
-                        format!("local_addresses: invalid IP address {s:?}"),
-                    ),
+                    Err(_) => self.err(v.at, format!("local_addresses: invalid IP address {s:?}")),
                 }
             }
         }
@@ -1152,11 +1159,15 @@ impl Decoder<'_> {
             Some(rs.spec)
         });
         if !local_addresses.is_empty()
-            && !real_servers.iter().any(|r| r.spec.forward == Forward::Fullnat)
+            && !real_servers
+                .iter()
+                .any(|r| r.spec.forward == Forward::Fullnat)
+            && let Some(v) = &local_val
         {
-            if let Some(v) = &local_val {
-                self.err(v.at, "local_addresses: only for services with fullnat real servers");
-            }
+            self.err(
+                v.at,
+                "local_addresses: only for services with fullnat real servers",
+            );
         }
         f.finish(self);
         if self.diags.len() > errors_before {
@@ -1188,7 +1199,9 @@ impl Decoder<'_> {
         if f.is_none() {
             self.err(
                 v.at,
-                format!("forward: unknown forwarding method {s:?} (masq, route, tunnel or fullnat)"),
+                format!(
+                    "forward: unknown forwarding method {s:?} (masq, route, tunnel or fullnat)"
+                ),
             );
         }
         f
@@ -1220,32 +1233,33 @@ impl Decoder<'_> {
             Some(v) => self.forward(&v).unwrap_or(default_forward),
         };
         let mut port = service.port;
-        if let Some(v) = self.get(&mut f, "port") {
-            if let Some(p) = self.uint(&v, "port", 65535) {
-                let p = p as u16;
-                if forward.keeps_port() && p != 0 && p != service.port {
-                    self.err(
-                        v.at,
-                        format!(
-                            "port: {} real servers use the service's port ({}), not {p}",
-                            forward.name(),
-                            service.port
-                        ),
-                    );
-                } else if p != 0 {
-                    port = p;
-                }
+        if let Some(v) = self.get(&mut f, "port")
+            && let Some(p) = self.uint(&v, "port", 65535)
+        {
+            let p = p as u16;
+            if forward.keeps_port() && p != 0 && p != service.port {
+                self.err(
+                    v.at,
+                    format!(
+                        "port: {} real servers use the service's port ({}), not {p}",
+                        forward.name(),
+                        service.port
+                    ),
+                );
+            } else if p != 0 {
+                port = p;
             }
         }
-        if let Some(a) = address {
-            if a.is_ipv4() != service.address.is_ipv4() && forward != Forward::Tunnel {
-                self.err(
+        if let Some(a) = address
+            && a.is_ipv4() != service.address.is_ipv4()
+            && forward != Forward::Tunnel
+        {
+            self.err(
                     b.at,
                     format!(
                         "real server {a} is not of the service's address family (only tunnel real servers may be)"
                     ),
                 );
-            }
         }
         let weight = self.u32_attr(&mut f, "weight", 1);
         if weight > i32::MAX as u32 {
@@ -1253,11 +1267,7 @@ impl Decoder<'_> {
         }
         let upper = self.u32_attr(&mut f, "upper_threshold", 0);
         let lower = self.u32_attr(&mut f, "lower_threshold", 0);
-        let mut spec = RealServerSpec::new(
-            address.unwrap_or(service.address),
-            port,
-            forward,
-        );
+        let mut spec = RealServerSpec::new(address.unwrap_or(service.address), port, forward);
         spec.weight = weight;
         spec.upper_threshold = upper;
         spec.lower_threshold = lower;
@@ -1312,9 +1322,14 @@ impl Decoder<'_> {
             }
             if spec.tunnel_type == TunnelType::Ipip && spec.tunnel_checksum != TunnelChecksum::None
             {
-                self.err(ck.unwrap_or(tb.at), "checksum: IPIP tunnels have no checksum");
+                self.err(
+                    ck.unwrap_or(tb.at),
+                    "checksum: IPIP tunnels have no checksum",
+                );
             }
-            if spec.tunnel_type == TunnelType::Gre && spec.tunnel_checksum == TunnelChecksum::Remcsum {
+            if spec.tunnel_type == TunnelType::Gre
+                && spec.tunnel_checksum == TunnelChecksum::Remcsum
+            {
                 self.err(
                     ck.unwrap_or(tb.at),
                     "checksum: remote checksum offload is only for GUE tunnels",
@@ -1373,7 +1388,9 @@ impl Decoder<'_> {
                     .get(&mut f, "expect_status")
                     .and_then(|v| self.uint(&v, "expect_status", 999))
                     .map_or(200, |s| s as u16);
-                let host = self.get(&mut f, "host").and_then(|v| self.string(&v, "host"));
+                let host = self
+                    .get(&mut f, "host")
+                    .and_then(|v| self.string(&v, "host"));
                 Some(CheckKind::Http {
                     path,
                     expect_status,
@@ -1419,7 +1436,9 @@ impl Decoder<'_> {
                 if let Some(v) = &ty_val {
                     self.err(
                         v.at,
-                        format!("type: unknown health check type {other:?} (tcp, http, udp or exec)"),
+                        format!(
+                            "type: unknown health check type {other:?} (tcp, http, udp or exec)"
+                        ),
                     );
                 }
                 None
@@ -1461,7 +1480,7 @@ fn canonical_flag(flag: &str, scheduler: &str) -> Result<String, String> {
 }
 
 fn secs(f: f64) -> Option<Duration> {
-    (f.is_finite() && f >= 0.0 && f < 1e9).then(|| Duration::from_secs_f64(f))
+    (f.is_finite() && (0.0..1e9).contains(&f)).then(|| Duration::from_secs_f64(f))
 }
 
 /// Parses `"200ms"`, `"5s"`, `"1.5s"`, `"2m"`, `"1h"` or a plain number of seconds.

@@ -84,7 +84,9 @@ async fn http_check(
     }
     match code.parse::<u16>() {
         Ok(c) if c == expect => Ok(()),
-        Ok(c) => Err(format!("http {target}{path}: status {c}, expected {expect}")),
+        Ok(c) => Err(format!(
+            "http {target}{path}: status {c}, expected {expect}"
+        )),
         Err(_) => Err(format!("http {target}: bad status line {line:?}")),
     }
 }
@@ -110,7 +112,9 @@ async fn udp_check(target: SocketAddr, send: &[u8], expect: Option<&[u8]>) -> Re
         .await
         .map_err(|e| format!("udp receive from {target}: {e}"))?;
     match expect {
-        Some(want) if !buf[..n].windows(want.len().max(1)).any(|w| w == want) && !want.is_empty() => {
+        Some(want)
+            if !buf[..n].windows(want.len().max(1)).any(|w| w == want) && !want.is_empty() =>
+        {
             Err(format!(
                 "udp {target}: reply {:?} does not contain {:?}",
                 String::from_utf8_lossy(&buf[..n]),

@@ -9,7 +9,7 @@
 //!   and observed values compare equal exactly when nothing needs to change.
 //! - [`desired`]: configuration + health -> the desired live state (drained servers, quorum,
 //!   sorry server). Pure.
-//! - [`plan`]: the planner, `plan(desired, observed) -> Plan`, and its rendering. Pure.
+//! - [`mod@plan`]: the planner, `plan(desired, observed) -> Plan`, and its rendering. Pure.
 //! - [`client`]: the edge to ulvsd (the only module naming protobuf types): reads the live
 //!   state, executes a plan as one `Apply` batch with the plan's generation.
 //! - [`health`]: the health checks, feeding a [`desired::HealthView`].

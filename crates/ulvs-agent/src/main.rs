@@ -270,7 +270,12 @@ async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-async fn execute_confirmed(c: &mut Client, plan: &Plan, auto_approve: bool, what: &str) -> Result<u8> {
+async fn execute_confirmed(
+    c: &mut Client,
+    plan: &Plan,
+    auto_approve: bool,
+    what: &str,
+) -> Result<u8> {
     print!("{}", plan.render());
     if !plan.has_changes() {
         return Ok(0);
@@ -283,7 +288,11 @@ async fn execute_confirmed(c: &mut Client, plan: &Plan, auto_approve: bool, what
     let s = plan.summary();
     println!(
         "\n{} complete! Resources: {} added, {} changed, {} destroyed (generation {generation}).",
-        if what == "destroy" { "Destroy" } else { "Apply" },
+        if what == "destroy" {
+            "Destroy"
+        } else {
+            "Apply"
+        },
         s.add,
         s.change,
         s.destroy
@@ -314,8 +323,7 @@ fn save_plan(path: &Path, plan: &Plan) -> Result<()> {
 }
 
 fn read_plan(path: &Path) -> Result<Plan> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let plan: Plan = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a ulvs-agent plan file", path.display()))?;
     if plan.format != PLAN_FORMAT {
@@ -356,7 +364,12 @@ fn render_show(cfg: &Config, observed: &Observed) -> String {
         let _ = writeln!(out, "  port      = {}", k.port);
         let _ = writeln!(out, "  scheduler = {:?}", s.spec.scheduler);
         if !s.spec.scheduler_flags.is_empty() {
-            let f: Vec<String> = s.spec.scheduler_flags.iter().map(|f| format!("{f:?}")).collect();
+            let f: Vec<String> = s
+                .spec
+                .scheduler_flags
+                .iter()
+                .map(|f| format!("{f:?}"))
+                .collect();
             let _ = writeln!(out, "  scheduler_flags = [{}]", f.join(", "));
         }
         if s.spec.one_packet {
@@ -425,7 +438,11 @@ fn render_show(cfg: &Config, observed: &Observed) -> String {
         let _ = writeln!(
             out,
             "\n# {unmanaged} {} not managed by this agent (not shown)",
-            if unmanaged == 1 { "service" } else { "services" }
+            if unmanaged == 1 {
+                "service"
+            } else {
+                "services"
+            }
         );
     }
     out

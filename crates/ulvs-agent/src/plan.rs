@@ -135,16 +135,14 @@ pub enum PlanError {
         owner_label: String,
         /// The agent's name.
         owner: String,
-        /// The live service's owner label value, or "<none>".
+        /// The live service's owner label value, or `<none>`.
         found: String,
     },
 }
 
 /// Plans the changes that take `observed` to `desired`. Pure.
 pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
-    let owned = |spec: &ServiceSpec| {
-        spec.labels.get(&desired.owner_label) == Some(&desired.owner)
-    };
+    let owned = |spec: &ServiceSpec| spec.labels.get(&desired.owner_label) == Some(&desired.owner);
     let mut live: BTreeMap<ServiceKey, &crate::model::ObservedService> = BTreeMap::new();
     let mut unmanaged = Vec::new();
     for s in &observed.services {
@@ -195,7 +193,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
                     .collect(),
             }),
             Some(obs) => {
-                let op = if obs.spec == d.spec { Op::Keep } else { Op::Update };
+                let op = if obs.spec == d.spec {
+                    Op::Keep
+                } else {
+                    Op::Update
+                };
                 let mut rs_plans = Vec::new();
                 let by_addr: BTreeMap<SocketAddr, &RealServerSpec> =
                     obs.real_servers.iter().map(|r| (r.addr(), r)).collect();
@@ -386,13 +388,20 @@ fn service_attrs(s: &ServiceSpec) -> Vec<(&'static str, String)> {
     }
     if s.persistence_timeout != 0 {
         v.push(("persistence_timeout", s.persistence_timeout.to_string()));
-        v.push(("persistence_prefix_len", s.persistence_prefix_len.to_string()));
+        v.push((
+            "persistence_prefix_len",
+            s.persistence_prefix_len.to_string(),
+        ));
     }
     if s.one_packet {
         v.push(("one_packet", "true".to_owned()));
     }
     if !s.local_addresses.is_empty() {
-        let a: Vec<String> = s.local_addresses.iter().map(|a| q(&a.to_string())).collect();
+        let a: Vec<String> = s
+            .local_addresses
+            .iter()
+            .map(|a| q(&a.to_string()))
+            .collect();
         v.push(("local_addresses", format!("[{}]", a.join(", "))));
     }
     if s.max_new_connections_per_second != 0 {
@@ -485,10 +494,7 @@ fn render_service(out: &mut String, svc: &ServicePlan) {
         Op::Delete => "will be destroyed",
     };
     let _ = writeln!(out, "  # {title} ({}) {what}", svc.key);
-    let label = svc
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{}", svc.key));
+    let label = svc.name.clone().unwrap_or_else(|| format!("{}", svc.key));
     let _ = writeln!(out, "  {} service {} {{", sign(svc.op), q(&label));
     attr_lines(
         out,
@@ -529,7 +535,13 @@ fn render_timeouts(out: &mut String, t: &TimeoutsPlan) {
     };
     out.push_str("  # timeouts will be updated in place\n  ~ timeouts {\n");
     match &t.before {
-        Some(b) => attr_lines(out, "      ", Op::Update, Some(rows(b)), Some(rows(&t.after))),
+        Some(b) => attr_lines(
+            out,
+            "      ",
+            Op::Update,
+            Some(rows(b)),
+            Some(rows(&t.after)),
+        ),
         None => attr_lines(out, "      ", Op::Create, None, Some(rows(&t.after))),
     }
     out.push_str("    }\n");

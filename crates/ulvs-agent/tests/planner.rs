@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use ulvs_agent::config::{Config, Syntax, parse_str};
 use ulvs_agent::desired::{Desired, HealthView};
-use ulvs_agent::model::{ObservedService, Observed, Timeouts};
+use ulvs_agent::model::{Observed, ObservedService, Timeouts};
 use ulvs_agent::plan::{Plan, plan};
 
 const BASE: &str = r#"
@@ -96,7 +96,10 @@ fn render(p: &Plan) -> String {
 fn create_from_empty() {
     let d = Desired::from_config(&config(BASE), &HealthView::new());
     let p = plan(&d, &Observed::default()).unwrap();
-    assert_eq!(p.summary_line(), "Plan: 5 to add, 0 to change, 0 to destroy.");
+    assert_eq!(
+        p.summary_line(),
+        "Plan: 5 to add, 0 to change, 0 to destroy."
+    );
     snapshot("create", &render(&p));
 }
 
@@ -123,7 +126,10 @@ fn weight_and_scheduler_changes_are_edits() {
     let p = plan(&d, &observed_from(&old, 3)).unwrap();
     // The service and real server a are edited in place, c added, b destroyed: no service
     // is deleted and re-added.
-    assert_eq!(p.summary_line(), "Plan: 1 to add, 2 to change, 1 to destroy.");
+    assert_eq!(
+        p.summary_line(),
+        "Plan: 1 to add, 2 to change, 1 to destroy."
+    );
     snapshot("update", &render(&p));
 }
 
@@ -133,7 +139,10 @@ fn removed_services_are_destroyed() {
     let only_web = &BASE[..BASE.find("service \"dns\"").unwrap()];
     let d = Desired::from_config(&config(only_web), &HealthView::new());
     let p = plan(&d, &observed_from(&old, 3)).unwrap();
-    assert_eq!(p.summary_line(), "Plan: 0 to add, 0 to change, 2 to destroy.");
+    assert_eq!(
+        p.summary_line(),
+        "Plan: 0 to add, 0 to change, 2 to destroy."
+    );
     snapshot("delete", &render(&p));
 }
 
@@ -161,7 +170,10 @@ fn unmanaged_services_are_left_alone() {
     // Destroy plans only the owned ones.
     let empty = Desired::empty("ulvs.io/owner", "edge-1");
     let p = plan(&empty, &live).unwrap();
-    assert_eq!(p.summary_line(), "Plan: 0 to add, 0 to change, 5 to destroy.");
+    assert_eq!(
+        p.summary_line(),
+        "Plan: 0 to add, 0 to change, 5 to destroy."
+    );
     snapshot("ownership_destroy", &render(&p));
 }
 
@@ -183,10 +195,16 @@ fn a_failed_server_is_drained_and_restored() {
     let health: HealthView = [((key, a), false)].into_iter().collect();
     let drained = Desired::from_config(&cfg, &health);
     let p = plan(&drained, &observed_from(&healthy, 4)).unwrap();
-    assert_eq!(p.summary_line(), "Plan: 0 to add, 1 to change, 0 to destroy.");
+    assert_eq!(
+        p.summary_line(),
+        "Plan: 0 to add, 1 to change, 0 to destroy."
+    );
     snapshot("drain", &render(&p));
     let back = plan(&healthy, &observed_from(&drained, 5)).unwrap();
-    assert_eq!(back.summary_line(), "Plan: 0 to add, 1 to change, 0 to destroy.");
+    assert_eq!(
+        back.summary_line(),
+        "Plan: 0 to add, 1 to change, 0 to destroy."
+    );
     snapshot("restore", &render(&back));
 }
 
@@ -201,7 +219,10 @@ fn below_quorum_the_sorry_server_takes_over() {
         .collect();
     let d = Desired::from_config(&cfg, &health);
     let p = plan(&d, &observed_from(&healthy, 4)).unwrap();
-    assert_eq!(p.summary_line(), "Plan: 1 to add, 2 to change, 0 to destroy.");
+    assert_eq!(
+        p.summary_line(),
+        "Plan: 1 to add, 2 to change, 0 to destroy."
+    );
     snapshot("sorry", &render(&p));
 }
 
@@ -216,7 +237,10 @@ fn timeouts_are_planned_when_managed() {
         udp: 60,
     });
     let p = plan(&d, &live).unwrap();
-    assert_eq!(p.summary_line(), "Plan: 0 to add, 1 to change, 0 to destroy.");
+    assert_eq!(
+        p.summary_line(),
+        "Plan: 0 to add, 1 to change, 0 to destroy."
+    );
     snapshot("timeouts", &render(&p));
 }
 
