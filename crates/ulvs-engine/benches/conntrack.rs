@@ -75,16 +75,30 @@ fn send(e: &Engine, now: u64, t: &[u8], buf: &mut [u8; 64], i: u64) -> Verdict {
     e.process(Timestamp(now), &mut pkt)
 }
 
-/// Runs `iters` operations split over `threads` threads; returns the wall time.
-fn parallel(threads: u64, iters: u64, op: impl Fn(u64, u64) + Sync) -> Duration {
+/// Operations per measured batch at least, so thread start-up is amortised.
+const MIN_BATCH: u64 = 20_000;
+
+/// Runs `n` operations split over `threads` threads (the caller's own thread when one); returns
+/// the wall time.
+fn parallel(threads: u64, n: u64, op: impl Fn(u64, u64) + Sync) -> Duration {
     let start = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let op = &op;
-            s.spawn(move || op(t, iters / threads));
-        }
-    });
+    if threads == 1 {
+        op(0, n);
+    } else {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let op = &op;
+                s.spawn(move || op(t, n / threads));
+            }
+        });
+    }
     start.elapsed()
+}
+
+/// The time `iters` operations take, measured over a batch of at least [`MIN_BATCH`].
+fn scaled(iters: u64, measure: impl FnOnce(u64) -> Duration) -> Duration {
+    let n = iters.max(MIN_BATCH);
+    measure(n).mul_f64(iters as f64 / n as f64)
 }
 
 fn lookup_and_insert(c: &mut Criterion) {
@@ -101,14 +115,16 @@ fn lookup_and_insert(c: &mut Criterion) {
                 &n,
                 |b, &n| {
                     b.iter_custom(|iters| {
-                        parallel(threads, iters, |t0, k| {
-                            let mut buf = [0u8; 64];
-                            // Spread over the table, each thread its own sequence.
-                            let mut i = t0 * 7919;
-                            for _ in 0..k {
-                                i = (i + 104_729) % n as u64;
-                                black_box(send(&e, PREFILL_AT, &t, &mut buf, i));
-                            }
+                        scaled(iters, |total| {
+                            parallel(threads, total, |t0, k| {
+                                let mut buf = [0u8; 64];
+                                // Spread over the table, each thread its own sequence.
+                                let mut i = t0 * 7919;
+                                for _ in 0..k {
+                                    i = (i + 104_729) % n as u64;
+                                    black_box(send(&e, PREFILL_AT, &t, &mut buf, i));
+                                }
+                            })
                         })
                     })
                 },
@@ -119,14 +135,16 @@ fn lookup_and_insert(c: &mut Criterion) {
                 &n,
                 |b, _| {
                     b.iter_custom(|iters| {
-                        let base = next;
-                        next += iters;
-                        let d = parallel(threads, iters, |t0, k| {
-                            let mut buf = [0u8; 64];
-                            for j in 0..k {
-                                let i = base + t0 * k + j;
-                                black_box(send(&e, 0, &t, &mut buf, i));
-                            }
+                        let d = scaled(iters, |total| {
+                            let base = next;
+                            next += total;
+                            parallel(threads, total, |t0, k| {
+                                let mut buf = [0u8; 64];
+                                for j in 0..k {
+                                    let i = base + t0 * k + j;
+                                    black_box(send(&e, 0, &t, &mut buf, i));
+                                }
+                            })
                         });
                         // Take the new entries out again (off the clock), so the table stays
                         // at its size.

@@ -33,7 +33,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use hashbrown::HashTable;
 
 use crate::Timestamp;
-use crate::config::{Protocol, ServiceKey};
+use crate::config::{ForwardMethod, Protocol, ServiceKey};
 use crate::stats::{DestState, Traffic};
 use crate::wire::TcpFlags;
 
@@ -374,7 +374,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A new entry, TCP in state NONE (the first segment moves it) or UDP.
+    /// A new entry, TCP in state NONE (the first segment moves it) or UDP. Entries to a direct
+    /// routing or tunnel real server, whose replies bypass the director, follow IPVS's
+    /// input-only TCP table until a reply is seen (IPVS `IP_VS_CONN_F_NOOUTPUT`).
     pub(crate) fn new(
         orig: Tuple,
         reply: Tuple,
@@ -386,11 +388,15 @@ impl Conn {
             Protocol::Tcp => TcpState::None as u8,
             Protocol::Udp => UDP,
         };
+        let bypass = matches!(
+            crate::tunnel::Fwd::unpack(dest.fwd.load(Relaxed)).method,
+            ForwardMethod::Route | ForwardMethod::Tunnel
+        );
         Conn {
             orig,
             reply,
             state: AtomicU8::new(state),
-            flags: AtomicU8::new(0),
+            flags: AtomicU8::new(if bypass { F_NOOUTPUT } else { 0 }),
             in_pkts: AtomicU32::new(0),
             out_pkts: AtomicU32::new(0),
             last_seen: AtomicU64::new(now.0),
@@ -398,13 +404,6 @@ impl Conn {
             service,
             template: None,
         }
-    }
-
-    /// Marks an entry whose replies bypass the director (DR, tunnel): its TCP states follow the
-    /// input-only table until a reply is seen.
-    #[allow(dead_code)] // used by the DR and tunnel modes
-    pub(crate) fn set_input_only(&self) {
-        self.flags.fetch_or(F_NOOUTPUT, Relaxed);
     }
 
     /// The TCP state, or `None` for UDP and dead entries.
