@@ -228,7 +228,7 @@ async fn list(
             }
             return Ok(counters::connections_text(&conns, opts.numeric, names));
         }
-        ListView::Table | ListView::Stats | ListView::Rate => {}
+        ListView::Table | ListView::Stats | ListView::Rate | ListView::TunInfo => {}
     }
     let mut services = list_services(client).await?;
     if let Some(key) = &opts.service {
@@ -261,6 +261,9 @@ async fn list(
                     opts.exact,
                     names,
                 ),
+                ListView::TunInfo => {
+                    format::list_tun_info_text(info.as_ref(), &services, style, names)
+                }
                 _ => format::list_text(info.as_ref(), &services, style, names),
             })
         }

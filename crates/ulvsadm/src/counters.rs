@@ -29,6 +29,8 @@ pub enum ListView {
     Connections,
     /// `--timeout`.
     Timeout,
+    /// `--tun-info`: the table with a `TunnelInfo` column.
+    TunInfo,
 }
 
 /// ipvsadm's `print_largenum`: `%9llu`, or from 1e8 on `%8llu` with a K/M/G/T suffix; with

@@ -20,6 +20,9 @@ use crate::names::Resolver;
 /// The two title lines of `-L`.
 pub const TITLE: &str = "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
 
+/// The two title lines of `-L --tun-info`.
+pub const TITLE_TUN_INFO: &str = "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n";
+
 /// How to render `-L`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListStyle {
@@ -53,6 +56,84 @@ pub fn list_text(
         out.push_str(&service_block(svc, style, names));
     }
     out
+}
+
+/// `-L --tun-info`: the table with ipvsadm's `TunnelInfo` column after `Forward`
+/// (`"  -> %-28s %-7s %-13s %-6d %-10u %-10u"`), empty for real servers not in tunnel mode.
+pub fn list_tun_info_text(
+    info: Option<&pb::GetInfoResponse>,
+    services: &[pb::Service],
+    style: ListStyle,
+    names: &dyn Resolver,
+) -> String {
+    let mut out = String::new();
+    if let Some(info) = info {
+        out.push_str(&header(info));
+    }
+    out.push_str(TITLE_TUN_INFO);
+    for svc in ordered_services(services, style.sort) {
+        let default_spec = pb::ServiceSpec::default();
+        let spec = svc.spec.as_ref().unwrap_or(&default_spec);
+        let proto = spec.key.as_ref().and_then(|k| protocol(k.protocol));
+        out.push_str(&service_line(spec, style.numeric, names));
+        out.push('\n');
+        for rs in ordered_real_servers(&svc.real_servers, style.sort) {
+            let default_rs = pb::RealServerSpec::default();
+            let rspec = rs.spec.as_ref().unwrap_or(&default_rs);
+            let a = addr(&rspec.address);
+            let mut name = addr_port_name(&a, rspec.port, proto, style.numeric, names);
+            if is_v4(&a) {
+                name = truncate(name, 28);
+            }
+            out.push_str(&format!(
+                "  -> {:<28} {:<7} {:<13} {:<6} {:<10} {:<10}\n",
+                name,
+                forward_name(rspec.forward),
+                tunnel_info(rspec),
+                rspec.weight,
+                rs.active_connections,
+                rs.inactive_connections
+            ));
+        }
+    }
+    out
+}
+
+/// ipvsadm's tunnel info of a real server: `ipip`, `gue:<port>:<-c|+c|r+c>` or `gre:<-c|+c>`;
+/// empty unless it is in tunnel mode.
+pub fn tunnel_info(rs: &pb::RealServerSpec) -> String {
+    if pb::ForwardMethod::try_from(rs.forward) != Ok(pb::ForwardMethod::Tunnel) {
+        return String::new();
+    }
+    let csum = match pb::TunnelChecksum::try_from(rs.tunnel_checksum) {
+        Ok(pb::TunnelChecksum::Csum) => "+c",
+        Ok(pb::TunnelChecksum::Remcsum) => "r+c",
+        _ => "-c",
+    };
+    match pb::TunnelType::try_from(rs.tunnel_type) {
+        Ok(pb::TunnelType::Gue) => format!("gue:{}:{csum}", rs.tunnel_port),
+        Ok(pb::TunnelType::Gre) => format!("gre:{csum}"),
+        _ => "ipip".to_owned(),
+    }
+}
+
+/// ipvsadm's `-S` tunnel options of a real server: ` --tun-type ipip`,
+/// ` --tun-type gue --tun-port <p> <--tun-nocsum|--tun-csum|--tun-remcsum>` or
+/// ` --tun-type gre <--tun-nocsum|--tun-csum|--tun-remcsum>`; empty unless in tunnel mode.
+pub fn tunnel_rule_options(rs: &pb::RealServerSpec) -> String {
+    if pb::ForwardMethod::try_from(rs.forward) != Ok(pb::ForwardMethod::Tunnel) {
+        return String::new();
+    }
+    let csum = match pb::TunnelChecksum::try_from(rs.tunnel_checksum) {
+        Ok(pb::TunnelChecksum::Csum) => "--tun-csum",
+        Ok(pb::TunnelChecksum::Remcsum) => "--tun-remcsum",
+        _ => "--tun-nocsum",
+    };
+    match pb::TunnelType::try_from(rs.tunnel_type) {
+        Ok(pb::TunnelType::Gue) => format!(" --tun-type gue --tun-port {} {csum}", rs.tunnel_port),
+        Ok(pb::TunnelType::Gre) => format!(" --tun-type gre {csum}"),
+        _ => " --tun-type ipip".to_owned(),
+    }
 }
 
 /// One service line and its real-server lines, each ending in a newline.
@@ -322,7 +403,7 @@ pub fn service_json(svc: &pb::Service, sort: bool) -> Value {
         .into_iter()
         .map(|rs| {
             let s = rs.spec.clone().unwrap_or_default();
-            json!({
+            let mut v = json!({
                 "spec": {
                     "address": s.address,
                     "port": s.port,
@@ -335,7 +416,18 @@ pub fn service_json(svc: &pb::Service, sort: bool) -> Value {
                 "inactive_connections": rs.inactive_connections,
                 "persistent_connections": rs.persistent_connections,
                 "stats": stats_json(rs.stats.as_ref()),
-            })
+            });
+            if s.forward == pb::ForwardMethod::Tunnel as i32 {
+                v["spec"]["tunnel_type"] = pb::TunnelType::try_from(s.tunnel_type)
+                    .map_or_else(|_| Value::from(s.tunnel_type), |t| t.as_str_name().into());
+                v["spec"]["tunnel_port"] = Value::from(s.tunnel_port);
+                v["spec"]["tunnel_checksum"] = pb::TunnelChecksum::try_from(s.tunnel_checksum)
+                    .map_or_else(
+                        |_| Value::from(s.tunnel_checksum),
+                        |t| t.as_str_name().into(),
+                    );
+            }
+            v
         })
         .collect();
     json!({

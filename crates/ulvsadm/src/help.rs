@@ -19,7 +19,7 @@ Usage:
   ulvsadm -C
   ulvsadm -a|e virtual-service -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper] [-y lower]
   ulvsadm -d virtual-service -r server-address
-  ulvsadm -L|l [virtual-service] [-n] [--nosort] [-o text|json] [--stats|--rate] [--exact]
+  ulvsadm -L|l [virtual-service] [-n] [--nosort] [-o text|json] [--stats|--rate|--tun-info] [--exact]
   ulvsadm -L|l -c|--timeout [-n]
   ulvsadm -Z [virtual-service]
   ulvsadm --set tcp tcpfin udp
@@ -63,6 +63,11 @@ Options:
                                       service port, and -g/-i always use the service port
   --gatewaying   -g                   gatewaying (direct routing) (default)
   --ipip         -i                   ipip encapsulation (tunneling)
+  --tun-type     type                 with -i: one of ipip|gue|gre (default ipip)
+  --tun-port     port                 with --tun-type gue: the GUE destination port
+  --tun-nocsum                        with gue/gre: no tunnel checksum (default)
+  --tun-csum                          with gue/gre: tunnel checksum
+  --tun-remcsum                       with gue: remote checksum offload
   --masquerading -m                   masquerading (NAT)
   --fullnat                           full NAT (destination and source rewritten)
   --weight       -w weight            capacity of real server (0..65535, default 1)
@@ -74,6 +79,7 @@ Options:
   --timeout                           output of timeout (tcp tcpfin udp)
   --stats                             output of statistics information
   --rate                              output of rate information
+  --tun-info                          output of tunnel information
   --exact        -X                   expand numbers (display exact values)
   --sort                              does nothing, for backwards compatibility
   --output       -o text|json         with -L: output format (json: the ListServices data)

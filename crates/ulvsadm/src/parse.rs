@@ -291,7 +291,7 @@ static SPECS: &[Spec] = &[
     spec("mcast-port", None, ReqArg, Key::UnsupportedOpt),
     spec("mcast-ttl", None, ReqArg, Key::UnsupportedOpt),
     spec("sync-maxlen", None, ReqArg, Key::UnsupportedOpt),
-    spec("tun-info", None, NoArg, Key::UnsupportedOpt),
+    spec("tun-info", None, NoArg, Key::Opt(Opt::TunInfo)),
     spec("tun-type", None, ReqArg, Key::Opt(Opt::TunType)),
     spec("tun-port", None, ReqArg, Key::Opt(Opt::TunPort)),
     spec("tun-nocsum", None, NoArg, Key::TunCsum(TunnelCsum::None)),
@@ -372,9 +372,10 @@ enum Opt {
     Stats,
     Rate,
     Exact,
+    TunInfo,
 }
 
-const ALL_OPTS: [Opt; 22] = [
+const ALL_OPTS: [Opt; 23] = [
     Opt::Numeric,
     Opt::Service,
     Opt::Scheduler,
@@ -397,6 +398,7 @@ const ALL_OPTS: [Opt; 22] = [
     Opt::Stats,
     Opt::Rate,
     Opt::Exact,
+    Opt::TunInfo,
 ];
 
 impl Opt {
@@ -425,6 +427,7 @@ impl Opt {
             Opt::Stats => "stats",
             Opt::Rate => "rate",
             Opt::Exact => "exact",
+            Opt::TunInfo => "tun-info",
         }
     }
 
@@ -470,9 +473,13 @@ fn legality(cmd: Cmd, opt: Opt) -> Legal {
             _ => Illegal,
         },
         Cmd::List => match opt {
-            Opt::Numeric | Opt::NoSort | Opt::Output | Opt::Stats | Opt::Rate | Opt::Exact => {
-                Optional
-            }
+            Opt::Numeric
+            | Opt::NoSort
+            | Opt::Output
+            | Opt::Stats
+            | Opt::Rate
+            | Opt::Exact
+            | Opt::TunInfo => Optional,
             Opt::Service | Opt::Connection | Opt::Timeout => Exclusive,
             _ => Illegal,
         },
@@ -828,7 +835,8 @@ impl State {
                     | Opt::Timeout
                     | Opt::Stats
                     | Opt::Rate
-                    | Opt::Exact => {}
+                    | Opt::Exact
+                    | Opt::TunInfo => {}
                 }
             }
         }
@@ -1059,6 +1067,8 @@ fn finish(
                 ListView::Rate
             } else if has(Opt::Stats) {
                 ListView::Stats
+            } else if has(Opt::TunInfo) {
+                ListView::TunInfo
             } else {
                 ListView::Table
             };

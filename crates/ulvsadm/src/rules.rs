@@ -106,6 +106,7 @@ fn real_server_rule(
         format::addr_port_name(&a, spec.port, proto, numeric, names),
         spec.weight
     );
+    line.push_str(&format::tunnel_rule_options(spec));
     if spec.upper_threshold != 0 {
         line.push_str(&format!(" -x {}", spec.upper_threshold));
     }

@@ -198,6 +198,25 @@ const ENGINE_CASES: &[Golden] = &[
             "  -> 198.18.1.5:53                Masq    3      0          0         \n",
         ),
     },
+    Golden {
+        name: "tunnel types and checksum options, IPv6 real server of an IPv4 service",
+        rules: concat!(
+            "-A -t 198.18.0.1:80 -s rr\n",
+            "-a -t 198.18.0.1:80 -r 198.18.1.2:80 -i -w 1 --tun-type ipip\n",
+            "-a -t 198.18.0.1:80 -r 198.18.1.3:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-nocsum\n",
+            "-a -t 198.18.0.1:80 -r 198.18.1.4:80 -i -w 2 --tun-type gue --tun-port 6081 --tun-remcsum -x 9\n",
+            "-a -t 198.18.0.1:80 -r 198.18.1.5:80 -i -w 1 --tun-type gre --tun-csum\n",
+            "-a -t 198.18.0.1:80 -r [fd00:1b5::a0]:80 -i -w 1 --tun-type gre --tun-nocsum\n",
+        ),
+        list: concat!(
+            "TCP  198.18.0.1:80 rr\n",
+            "  -> 198.18.1.2:80                Tunnel  1      0          0         \n",
+            "  -> 198.18.1.3:80                Tunnel  1      0          0         \n",
+            "  -> 198.18.1.4:80                Tunnel  2      0          0         \n",
+            "  -> 198.18.1.5:80                Tunnel  1      0          0         \n",
+            "  -> [fd00:1b5::a0]:80            Tunnel  1      0          0         \n",
+        ),
+    },
 ];
 
 /// Configurations with features ipvsadm saves that the dataplane does not forward yet.
@@ -207,7 +226,7 @@ const CONFIG_CASES: &[Golden] = &[Golden {
         "-A -t 198.18.0.1:0 -s lc -p 360\n",
         "-a -t 198.18.0.1:0 -r 198.18.1.1:0 -g -w 1\n",
         "-A -t 198.18.0.1:80 -s rr\n",
-        "-a -t 198.18.0.1:80 -r 198.18.1.1:80 -i -w 1\n",
+        "-a -t 198.18.0.1:80 -r 198.18.1.1:80 -i -w 1 --tun-type ipip\n",
         "-a -t 198.18.0.1:80 -r 198.18.1.2:80 -g -w 4\n",
         "-a -t 198.18.0.1:80 -r 198.18.1.3:9000 --fullnat -w 1 -x 10 -y 5\n",
         "-A -u 198.18.0.1:53 -s sh -p 300 -M 255.255.255.0 -o -b sh-fallback,sh-port\n",
@@ -368,6 +387,47 @@ fn save_and_restore_options_follow_ipvsadm_legality() -> Result<()> {
     assert_eq!(
         err,
         "ulvsadm: Illegal 'numeric' option with the 'restore' command\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn tun_info_column_shows_type_port_and_checksum() -> Result<()> {
+    let d = Daemon::engine()?;
+    let s = d.socket.as_path();
+    let case = ENGINE_CASES
+        .iter()
+        .find(|c| c.rules.contains("--tun-type"))
+        .context("tunnel case")?;
+    ok(s, "-R", case.rules)?;
+    let listed = ok(s, "-L -n --tun-info", "")?;
+    let want = concat!(
+        "IP Virtual Server version 1.2.1 (size=4096)\n",
+        "Prot LocalAddress:Port Scheduler Flags\n",
+        "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n",
+        "TCP  198.18.0.1:80 rr\n",
+        "  -> 198.18.1.2:80                Tunnel  ipip          1      0          0         \n",
+        "  -> 198.18.1.3:80                Tunnel  gue:6080:-c   1      0          0         \n",
+        "  -> 198.18.1.4:80                Tunnel  gue:6081:r+c  2      0          0         \n",
+        "  -> 198.18.1.5:80                Tunnel  gre:+c        1      0          0         \n",
+        "  -> [fd00:1b5::a0]:80            Tunnel  gre:-c        1      0          0         \n",
+    );
+    ensure!(
+        listed == want,
+        "-L -n --tun-info\n--- got\n{listed}--- want\n{want}"
+    );
+    // --stats wins over --tun-info, as in ipvsadm.
+    let stats = ok(s, "-L -n --stats --tun-info", "")?;
+    ensure!(
+        stats.contains("InPkts") && !stats.contains("TunnelInfo"),
+        "{stats}"
+    );
+    let json = ok(s, "-L -n -o json", "")?;
+    ensure!(
+        json.contains("\"tunnel_type\": \"TUNNEL_TYPE_GUE\"")
+            && json.contains("\"tunnel_port\": 6081")
+            && json.contains("\"tunnel_checksum\": \"TUNNEL_CHECKSUM_REMCSUM\""),
+        "{json}"
     );
     Ok(())
 }
