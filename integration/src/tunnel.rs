@@ -14,6 +14,11 @@
 //! ```
 //!
 //! Replies never pass the director: its outbound counters stay at zero.
+//!
+//! [`TunRig::new`] takes the MTU of the director's LAN ports and the real servers' links
+//! (`cl0`, `rsN`, `br0` and each real server's `eth0`; the client's own `eth0` stays at 1500).
+//! Above 1500 plus the tunnel overhead, full-sized client packets fit the tunnel, as on a
+//! real-server network whose MTU was raised for tunnel mode.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::net::UnixStream;
@@ -72,8 +77,10 @@ impl TunRig {
     /// Builds the namespaces, starts `ulvs-decap` (IPIP, GRE and GUE on [`GUE_PORT`]) and a test
     /// server (TCP `0.0.0.0:80`, UDP `VIP:80`) in each real server, then `ulvsd` with the
     /// director's LAN address as tunnel source.
-    pub fn new(bins: Bins, n_servers: usize) -> Result<Self> {
+    pub fn new(bins: Bins, n_servers: usize, lan_mtu: u32) -> Result<Self> {
         ensure!((1..=8).contains(&n_servers), "1 to 8 real servers");
+        ensure!((1280..=9000).contains(&lan_mtu), "LAN MTU 1280 to 9000");
+        let mtu = lan_mtu.to_string();
         let dir = tempfile::Builder::new()
             .prefix(&format!(
                 "{}{}-",
@@ -87,6 +94,7 @@ impl TunRig {
         director.add_bridge("br0")?;
         director.add_addr("br0", TUN_DIRECTOR, 24)?;
         veth(&client, "eth0", &director, "cl0")?;
+        director.ip(&["link", "set", "cl0", "mtu", &mtu])?;
         director.enslave("cl0", "br0")?;
         client.add_addr("eth0", TUN_CLIENT, 24)?;
         client.ip(&[
@@ -102,6 +110,8 @@ impl TunRig {
             let ns = Netns::new(&name)?;
             let addr = Ipv4Addr::new(198, 18, 1, 10 + u8::try_from(i)?);
             veth(&ns, "eth0", &director, &name)?;
+            director.ip(&["link", "set", &name, "mtu", &mtu])?;
+            ns.ip(&["link", "set", "eth0", "mtu", &mtu])?;
             director.enslave(&name, "br0")?;
             ns.add_addr("eth0", addr, 24)?;
             ns.link_up("lo")?;
@@ -116,6 +126,7 @@ impl TunRig {
             }
             servers.push(TunServer { name, addr, ns });
         }
+        director.ip(&["link", "set", "br0", "mtu", &mtu])?;
         let mut rig = TunRig {
             ulvsd: None,
             decaps: Vec::new(),

@@ -1,6 +1,7 @@
 //! End-to-end tunnel mode (needs root): `ulvsd -i` encapsulates in IPIP, GUE and GRE, the real
-//! servers decapsulate with `ulvs-decap` and answer the client directly. For each tunnel type
-//! (UDP here; TCP bulk transfers need the FRAG_NEEDED answer of the path-MTU work): every reply comes back, both real servers are used, no reply passed the
+//! servers decapsulate with `ulvs-decap` and answer the client directly. The real-server LAN
+//! has an MTU of 1600, so full-sized client packets (1500) fit every tunnel. For each tunnel type,
+//! TCP and UDP: every byte comes back, both real servers are used, no reply passed the
 //! director (its outbound counters stay at zero), and the decapsulators delivered packets and
 //! dropped none.
 
@@ -8,12 +9,17 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use integration::dr::tcp_bulk;
 use integration::tunnel::{GUE_PORT, TUN_CLIENT, TunRig, tun_vip};
 use integration::{Bins, require_root};
 
+/// The MTU of the director's LAN and the real servers' links: room for a 1500-byte client
+/// packet plus the largest overhead (GUE, 32 bytes).
+const LAN_MTU: u32 = 1600;
+
 fn rig(n: usize) -> Result<TunRig> {
     require_root()?;
-    TunRig::new(Bins::from_env()?, n)
+    TunRig::new(Bins::from_env()?, n, LAN_MTU)
 }
 
 /// The sum of every `"out_packets"` counter (services and real servers) in
@@ -86,6 +92,28 @@ fn check_decaps(rig: &mut TunRig) -> Result<()> {
     Ok(())
 }
 
+fn tcp_case(kind: &str) -> Result<()> {
+    let mut rig = rig(2)?;
+    add_service(&rig, "-t", kind)?;
+    let mut seen = BTreeSet::new();
+    let mut bytes = 0;
+    let sizes: Vec<usize> = (0..4).map(|i| 20_000 + i * 3_000).collect();
+    for (i, &size) in sizes.iter().enumerate() {
+        let (name, peer, n) = rig
+            .client
+            .run(move || tcp_bulk(tun_vip(), size, Duration::from_secs(10)))?
+            .with_context(|| format!("{kind} transfer {i}\n{}", rig.logs()))?;
+        ensure!(peer == tun_vip(), "reply from {peer}");
+        seen.insert(name);
+        bytes += n;
+    }
+    ensure!(seen.len() == 2, "rr used only {seen:?}");
+    ensure!(bytes == sizes.iter().sum::<usize>(), "{bytes} bytes echoed");
+    let out = out_pkts(&rig)?;
+    ensure!(out == 0, "the director saw {out} reply packets");
+    check_decaps(&mut rig)
+}
+
 fn udp_case(kind: &str) -> Result<()> {
     let mut rig = rig(2)?;
     add_service(&rig, "-u", kind)?;
@@ -110,13 +138,28 @@ fn udp_case(kind: &str) -> Result<()> {
 }
 
 #[test]
+fn ipip_tcp_bulk_echo() -> Result<()> {
+    tcp_case("ipip")
+}
+
+#[test]
 fn ipip_udp() -> Result<()> {
     udp_case("ipip")
 }
 
 #[test]
+fn gue_tcp_bulk_echo() -> Result<()> {
+    tcp_case("gue")
+}
+
+#[test]
 fn gue_udp() -> Result<()> {
     udp_case("gue")
+}
+
+#[test]
+fn gre_tcp_bulk_echo() -> Result<()> {
+    tcp_case("gre")
 }
 
 #[test]
