@@ -181,6 +181,7 @@ pub(crate) fn list_connections<B: Backend>(
         Some(k) => Some(validate::service_key(Some(k), "service")?),
         None => None,
     };
+    let include_templates = req.include_templates;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let Some(e) = backend.conntrack() else { return };
@@ -196,6 +197,17 @@ pub(crate) fn list_connections<B: Backend>(
                     if tx.blocking_send(Ok(msg)).is_err() {
                         return;
                     }
+                }
+            }
+        }
+        if include_templates {
+            for t in e.templates(now) {
+                if filter.as_ref().is_none_or(|k| {
+                    k.protocol == t.protocol
+                        && k.addr.ip() == t.virtual_addr.ip()
+                        && (k.addr.port() == 0 || k.addr.port() == t.virtual_addr.port())
+                }) {
+                    batch.push(crate::explain::template_to_pb(&config, &t));
                 }
             }
         }

@@ -28,6 +28,7 @@
 mod conntrack;
 mod engine_backend;
 mod error;
+mod explain;
 mod server;
 mod service;
 mod tcp;

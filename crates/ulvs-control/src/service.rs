@@ -1018,16 +1018,13 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
 
     async fn explain(
         &self,
-        _request: Request<pb::ExplainRequest>,
+        request: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
-        Err(not_yet("Explain"))
+        let r = crate::explain::explain(&*self.backend, request.get_ref())?;
+        Ok(Response::new(r))
     }
 }
 
 /// A server-streaming response body.
 type BoxStream<T> =
     std::pin::Pin<Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
-
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not implemented by this ulvsd yet"))
-}
