@@ -390,6 +390,18 @@ pub async fn execute(
                 .await
                 .map_err(|s| rpc_error("SetTimeouts", s))?;
         }
+        Command::Explain(opts) => {
+            let resp = client
+                .explain(pb::ExplainRequest {
+                    service: Some(key_to_pb(&opts.service)),
+                    client_address: opts.client_addr.to_string(),
+                    client_port: opts.client_port.into(),
+                })
+                .await
+                .map_err(|s| rpc_error("Explain", s))?
+                .into_inner();
+            return Ok(crate::explain::render(opts, &resp));
+        }
         Command::Save(opts) => {
             let services = list_services(client).await?;
             return Ok(crate::rules::save_text(&services, *opts, names));

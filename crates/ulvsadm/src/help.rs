@@ -25,6 +25,7 @@ Usage:
   ulvsadm --set tcp tcpfin udp
   ulvsadm -S [-n] [--nosort]
   ulvsadm -R
+  ulvsadm --explain virtual-service --client address:port [-o text|json]
   ulvsadm -h|--help
   ulvsadm -v|--version
 Without arguments, ulvsadm lists the table (like -L). The command must come first;
@@ -43,6 +44,9 @@ Commands:
   --restore         -R        apply rules from standard input, all of them or none
   --zero            -Z        zero counters of a service or of all services
   --set tcp tcpfin udp        set connection timeout values (seconds; 0 keeps a value)
+  --explain                   which real server a new connection from --client would get, and
+                              why (existing connection, persistence template, or the
+                              scheduler's reasoning); changes nothing
   --help            -h        display this help message
   --version         -v        display the version
 
@@ -82,9 +86,10 @@ Options:
   --tun-info                          output of tunnel information
   --exact        -X                   expand numbers (display exact values)
   --sort                              does nothing, for backwards compatibility
-  --output       -o text|json         with -L: output format (json: the ListServices data)
+  --output       -o text|json         with -L and --explain: output format (json: the data)
 
 ulvs options:
+  --client       address:port         with --explain: the client asking (the service's family)
   --socket PATH                       ulvsd's control socket; default $ULVS_SOCKET,
                                       else /run/ulvs/ulvsd.sock
 

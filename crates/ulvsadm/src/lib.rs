@@ -9,6 +9,7 @@
 //! - [`client`]: socket discovery, connection, one RPC sequence per command, error messages.
 //! - [`names`]: `/etc/services` and `/etc/hosts` lookups (never DNS while listing).
 //! - [`rules`]: `-S` (ipvsadm's rule format, plus thresholds) and `-R` (rules to one batch).
+//! - [`explain`](mod@explain): `--explain`'s answer as text or JSON.
 //! - [`model`]: the CLI's own service / real-server types; only `client` and `rules` build
 //!   proto messages.
 //!
@@ -21,6 +22,7 @@
 
 pub mod client;
 pub mod counters;
+pub mod explain;
 pub mod format;
 pub mod help;
 pub mod model;

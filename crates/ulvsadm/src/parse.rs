@@ -72,6 +72,8 @@ pub enum Command {
         /// UDP.
         udp: u32,
     },
+    /// `--explain`: which real server a new connection from a client would get, and why.
+    Explain(ExplainOptions),
     /// `-h` / `--help`.
     Help,
     /// `-v` / `--version`.
@@ -106,6 +108,19 @@ impl Default for ListOptions {
             exact: false,
         }
     }
+}
+
+/// What `--explain` asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExplainOptions {
+    /// The virtual service (`-t`/`-u`).
+    pub service: ServiceKey,
+    /// `--client` address.
+    pub client_addr: IpAddr,
+    /// `--client` port.
+    pub client_port: u16,
+    /// `--output`.
+    pub output: OutputFormat,
 }
 
 /// How to save.
@@ -304,6 +319,8 @@ static SPECS: &[Spec] = &[
     ),
     spec("output", None, ReqArg, Key::Opt(Opt::Output)),
     spec("socket", None, ReqArg, Key::Socket),
+    spec("explain", None, NoArg, Key::Cmd(Cmd::Explain)),
+    spec("client", None, ReqArg, Key::Opt(Opt::Client)),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -324,6 +341,8 @@ enum Cmd {
     Restore,
     Zero,
     SetTimeout,
+    /// ulvs addition: which real server would a client get, and why.
+    Explain,
 }
 
 impl Cmd {
@@ -342,6 +361,7 @@ impl Cmd {
             Cmd::Restore => "restore",
             Cmd::Zero => "zero",
             Cmd::SetTimeout => "set",
+            Cmd::Explain => "explain",
         }
     }
 }
@@ -373,9 +393,10 @@ enum Opt {
     Rate,
     Exact,
     TunInfo,
+    Client,
 }
 
-const ALL_OPTS: [Opt; 23] = [
+const ALL_OPTS: [Opt; 24] = [
     Opt::Numeric,
     Opt::Service,
     Opt::Scheduler,
@@ -399,6 +420,7 @@ const ALL_OPTS: [Opt; 23] = [
     Opt::Rate,
     Opt::Exact,
     Opt::TunInfo,
+    Opt::Client,
 ];
 
 impl Opt {
@@ -420,6 +442,7 @@ impl Opt {
             Opt::SchedFlags => "sched-flags",
             Opt::Output => "output",
             Opt::TunType => "tun-type",
+            Opt::Client => "client",
             Opt::TunPort => "tun-port",
             Opt::TunCsum => "tun-nocsum/tun-csum/tun-remcsum",
             Opt::Connection => "connection",
@@ -492,6 +515,11 @@ fn legality(cmd: Cmd, opt: Opt) -> Legal {
             | Opt::TunType
             | Opt::TunPort
             | Opt::TunCsum => Optional,
+            _ => Illegal,
+        },
+        Cmd::Explain => match opt {
+            Opt::Service | Opt::Client => Required,
+            Opt::Numeric | Opt::Output => Optional,
             _ => Illegal,
         },
         Cmd::DelDest => match opt {
@@ -683,6 +711,7 @@ struct State {
     ops: bool,
     sched_flags: Option<String>,
     output: Option<OutputFormat>,
+    client: Option<String>,
     tunnel: TunnelSpec,
 }
 
@@ -817,6 +846,7 @@ impl State {
                         )
                     }
                     Opt::SchedFlags => self.sched_flags = Some(value_or_empty.to_string()),
+                    Opt::Client => self.client = Some(value_or_empty.to_string()),
                     Opt::Output => {
                         self.output = Some(match value_or_empty {
                             "text" => OutputFormat::Text,
@@ -849,7 +879,7 @@ fn find_long(name: &str) -> Option<&'static Spec> {
 }
 
 fn find_short(c: char, cmd: Option<Cmd>) -> Option<(ArgKind, Key)> {
-    if c == 'o' && cmd == Some(Cmd::List) {
+    if c == 'o' && matches!(cmd, Some(Cmd::List | Cmd::Explain)) {
         return Some((ReqArg, Key::Opt(Opt::Output)));
     }
     SPECS
@@ -1079,6 +1109,24 @@ fn finish(
                 sort: !has(Opt::NoSort),
                 view,
                 exact: has(Opt::Exact),
+            })
+        }
+        Cmd::Explain => {
+            let service = need_key()?;
+            let raw = st.client.as_deref().unwrap_or("");
+            let ap = parse_addr_port(raw, service.protocol, names)
+                .filter(|ap| ap.port.is_some() && ap.addr.is_ipv4() == service.addr.is_ipv4())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "illegal client address:port `{raw}' specified (the service's family, \
+                         with a port)"
+                    ))
+                })?;
+            Command::Explain(ExplainOptions {
+                service,
+                client_addr: ap.addr,
+                client_port: ap.port.unwrap_or(0),
+                output: st.output.unwrap_or_default(),
             })
         }
         Cmd::AddDest | Cmd::EditDest | Cmd::DelDest => {
