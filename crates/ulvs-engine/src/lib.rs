@@ -27,6 +27,8 @@
 //! - `explain`: [`Engine::explain`], the pure "which real server, and why" query.
 //! - `stats`: atomic counters, the rate estimator, the per-service new-connection cap.
 
+#[doc(hidden)]
+pub mod bench_support;
 pub mod checksum;
 pub mod config;
 mod conntrack;

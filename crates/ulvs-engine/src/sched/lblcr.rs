@@ -59,17 +59,16 @@ impl Lblcr {
     }
 }
 
-/// Indices of the set's members that are still real servers, in set order.
-fn members(dests: &[Dest], set: &[SocketAddr]) -> Vec<usize> {
+/// Indices of the set's members that are still real servers, in set order (no allocation).
+fn members<'a>(dests: &'a [Dest], set: &'a [SocketAddr]) -> impl Iterator<Item = usize> + 'a {
     set.iter()
         .filter_map(|a| dests.iter().position(|d| d.addr == *a))
-        .collect()
 }
 
 /// The set's most loaded member with weight > 0 (`moh * dw < doh * mw`), first of equals.
-fn most_loaded(dests: &[Dest], among: &[usize]) -> Option<usize> {
+fn most_loaded(dests: &[Dest], among: impl Iterator<Item = usize>) -> Option<usize> {
     let mut most: Option<(usize, u128)> = None;
-    for &i in among {
+    for i in among {
         let d = &dests[i];
         if d.weight == 0 {
             continue;
@@ -94,11 +93,11 @@ impl Scheduler for Lblcr {
         let cached = match self.table.map.get_mut(&flow.dst) {
             Some(mut e) if !dry => {
                 e.last_use = now;
-                let idx = members(dests, &e.set);
-                let cand = least_weighted_among(dests, idx.iter().copied(), |d| d.state.overhead());
+                let cand =
+                    least_weighted_among(dests, members(dests, &e.set), |d| d.state.overhead());
                 if e.set.len() > 1
                     && now > e.last_mod.saturating_add(EXPIRATION_MS)
-                    && let Some(m) = most_loaded(dests, &idx)
+                    && let Some(m) = most_loaded(dests, members(dests, &e.set))
                 {
                     let addr = dests[m].addr;
                     e.set.retain(|a| *a != addr);
@@ -107,7 +106,6 @@ impl Scheduler for Lblcr {
                 Some(cand)
             }
             Some(e) => {
-                let idx = members(dests, &e.set);
                 ctx.note(|| {
                     let set: Vec<String> = e.set.iter().map(|a| a.to_string()).collect();
                     format!(
@@ -116,7 +114,9 @@ impl Scheduler for Lblcr {
                         set.join(", ")
                     )
                 });
-                Some(least_weighted_among(dests, idx, |d| d.state.overhead()))
+                Some(least_weighted_among(dests, members(dests, &e.set), |d| {
+                    d.state.overhead()
+                }))
             }
             None => None,
         };

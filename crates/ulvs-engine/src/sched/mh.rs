@@ -150,21 +150,28 @@ impl Scheduler for Maglev {
         let port = if self.port { flow.src_port } else { 0 };
         let addr = addr_fold(flow.src);
         let ihash = (hashkey(addr, port, KEY1, 0) % m) as usize;
-        let key = if self.port {
-            format!("{}:{}", flow.src, flow.src_port)
-        } else {
-            flow.src.to_string()
+        // Only formatted when explaining: the packet path must not allocate.
+        let key = || {
+            if self.port {
+                format!("{}:{}", flow.src, flow.src_port)
+            } else {
+                flow.src.to_string()
+            }
         };
         let Some(d) = dests.get(usize::from(self.table[ihash])) else {
             ctx.note(|| {
-                format!("mh: source {key} maps to position {ihash}, which no real server owns")
+                format!(
+                    "mh: source {} maps to position {ihash}, which no real server owns",
+                    key()
+                )
             });
             return None;
         };
         if available(d) {
             ctx.note(|| {
                 format!(
-                    "mh: source {key} maps to position {ihash} of {TABLE_SIZE}: {}",
+                    "mh: source {} maps to position {ihash} of {TABLE_SIZE}: {}",
+                    key(),
                     name(d)
                 )
             });
@@ -172,7 +179,8 @@ impl Scheduler for Maglev {
         }
         ctx.note(|| {
             format!(
-                "mh: source {key} maps to position {ihash}: {}, which is {}",
+                "mh: source {} maps to position {ihash}: {}, which is {}",
+                key(),
                 name(d),
                 unavailable_reason(d)
             )

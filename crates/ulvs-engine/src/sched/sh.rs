@@ -58,18 +58,22 @@ impl Scheduler for SourceHash {
             ctx.note(|| "sh: the service has no real servers".to_owned());
             return None;
         };
-        let key = if self.port {
-            format!("{}:{}", flow.src, flow.src_port)
-        } else {
-            flow.src.to_string()
+        // Only formatted when explaining: the packet path must not allocate.
+        let key = || {
+            if self.port {
+                format!("{}:{}", flow.src, flow.src_port)
+            } else {
+                flow.src.to_string()
+            }
         };
         if available(d) {
-            ctx.note(|| format!("sh: source {key} hashes to bucket {ihash}: {}", name(d)));
+            ctx.note(|| format!("sh: source {} hashes to bucket {ihash}: {}", key(), name(d)));
             return Some(usize::from(self.table[ihash]));
         }
         ctx.note(|| {
             format!(
-                "sh: source {key} hashes to bucket {ihash}: {}, which is {}",
+                "sh: source {} hashes to bucket {ihash}: {}, which is {}",
+                key(),
                 name(d),
                 unavailable_reason(d)
             )
