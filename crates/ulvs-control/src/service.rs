@@ -663,7 +663,7 @@ fn service_to_pb(
         labels: labels
             .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
-        ..Default::default()
+        local_addresses: svc.local_addresses.iter().map(|a| a.to_string()).collect(),
     };
     let dest_stats: BTreeMap<_, _> = stats
         .map(|s| s.dests.iter().map(|d| (d.addr, d)).collect())

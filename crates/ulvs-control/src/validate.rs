@@ -257,12 +257,39 @@ pub fn service_spec(spec: Option<&pb::ServiceSpec>) -> Result<ServiceSettings, C
         labels.insert(k.clone(), v.clone());
     }
 
+    let mut local_addresses = Vec::with_capacity(spec.local_addresses.len());
+    for (i, text) in spec.local_addresses.iter().enumerate() {
+        let path = format!("service.local_addresses[{i}]");
+        let ip = ip_addr(text, &path)?;
+        if family(ip) != family(key.addr.ip()) {
+            return Err(ControlError::invalid(
+                path,
+                format!(
+                    "{ip} is an {} address but the service is {}",
+                    family(ip),
+                    family(key.addr.ip())
+                ),
+            ));
+        }
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(ControlError::invalid(
+                path,
+                format!("{ip} is not a unicast address"),
+            ));
+        }
+        if local_addresses.contains(&ip) {
+            return Err(ControlError::invalid(path, format!("{ip} is listed twice")));
+        }
+        local_addresses.push(ip);
+    }
+
     let mut config = ServiceConfig::new(key);
     config.scheduler = scheduler;
     config.flags = flags;
     config.persistence = persistence;
     config.one_packet = spec.one_packet;
     config.max_new_connections_per_second = spec.max_new_connections_per_second;
+    config.local_addresses = local_addresses;
     Ok(ServiceSettings { config, labels })
 }
 
@@ -639,6 +666,17 @@ pub(crate) fn config_error(err: ConfigError, paths: &Paths) -> ControlError {
         }
         ConfigError::BadTunnel(..) => ControlError::invalid(rs("tunnel_type"), message),
         ConfigError::BadThresholds(..) => ControlError::invalid(rs("lower_threshold"), message),
+        ConfigError::LocalAddressFamily(..)
+        | ConfigError::BadLocalAddress(..)
+        | ConfigError::DuplicateLocalAddress(..)
+        | ConfigError::LocalAddressIsVip(..) => {
+            ControlError::invalid(svc("local_addresses"), message)
+        }
+        // The request is well-formed; the service lacks what a FULLNAT real server needs.
+        ConfigError::NoLocalAddress(..) => ControlError::Unsupported {
+            field: rs("forward"),
+            message,
+        },
     }
 }
 

@@ -3,6 +3,8 @@
 //!
 //! For a configuration the router installs:
 //! - per virtual address, a host route `VIP/32` (or `/128`) `dev <tun>` in table main;
+//! - per FULLNAT local address, a host route `LADDR/32` (or `/128`) `dev <tun>` in table main,
+//!   so that real servers' replies to it come back into the TUN;
 //! - per NAT (masquerading) real server, a policy rule
 //!   `from RS/32 iif <dev the RS is reached through> ipproto <proto> sport <port> lookup <table>`
 //!   (no `sport` when the real server's port is 0), so that only the real server's service
@@ -102,6 +104,9 @@ pub enum Entry {
     TableDefault(Family),
     /// A reply-steering policy rule.
     Rule(ReplyRule),
+    /// `LADDR/32` (or `/128`) `dev <tun>` in table main: a FULLNAT local address (reply path,
+    /// so installed before the VIP routes).
+    LocalRoute(IpAddr),
     /// `VIP/32` (or `/128`) `dev <tun>` in table main.
     VipRoute(IpAddr),
 }
@@ -125,7 +130,7 @@ impl fmt::Display for Entry {
                 }
                 Ok(())
             }
-            Entry::VipRoute(ip) => {
+            Entry::VipRoute(ip) | Entry::LocalRoute(ip) => {
                 let len = if ip.is_ipv4() { 32 } else { 128 };
                 write!(f, "route {ip}/{len}")
             }
@@ -179,6 +184,10 @@ pub fn desired_entries(
     let mut out = BTreeSet::new();
     for svc in &cfg.services {
         out.insert(Entry::VipRoute(svc.key.addr.ip()));
+        for &l in &svc.local_addresses {
+            // The engine refuses a local address that is also a virtual address.
+            out.insert(Entry::LocalRoute(l));
+        }
         for d in svc
             .dests
             .iter()
@@ -238,7 +247,9 @@ impl Plan {
 /// Builds the netlink route message for a route entry.
 fn route_message(entry: &Entry, opts: &RouterOptions) -> Option<RouteMessage> {
     let (dst, len, table) = match entry {
-        Entry::VipRoute(ip) => (*ip, if ip.is_ipv4() { 32 } else { 128 }, None),
+        Entry::VipRoute(ip) | Entry::LocalRoute(ip) => {
+            (*ip, if ip.is_ipv4() { 32 } else { 128 }, None)
+        }
         Entry::TableDefault(Family::V4) => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, Some(opts.table)),
         Entry::TableDefault(Family::V6) => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0, Some(opts.table)),
         Entry::Rule(_) => return None,
@@ -735,6 +746,41 @@ mod tests {
         assert_eq!(
             masq_dest_addrs(&cfg),
             [ip("fd00:1b5:2::2")].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn fullnat_local_addresses_get_host_routes_and_no_rules() {
+        let mut svc = service(
+            Protocol::Tcp,
+            "198.18.100.1:80",
+            vec![dest("198.18.2.2:8080", ForwardMethod::FullNat)],
+        );
+        svc.local_addresses = vec![ip("198.18.50.1"), ip("198.18.50.2")];
+        let cfg = Config {
+            services: vec![svc],
+        };
+        let set = desired_entries(&cfg, &BTreeMap::new()).unwrap();
+        let expected: BTreeSet<Entry> = [
+            Entry::LocalRoute(ip("198.18.50.1")),
+            Entry::LocalRoute(ip("198.18.50.2")),
+            Entry::VipRoute(ip("198.18.100.1")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(set, expected);
+        let plan = Plan::between(&BTreeSet::new(), &set);
+        assert!(
+            matches!(plan.add[0], Entry::LocalRoute(_)),
+            "local routes first"
+        );
+        let opts = RouterOptions::new("ulvs0", 7);
+        let m = route_message(&Entry::LocalRoute(ip("198.18.50.1")), &opts).unwrap();
+        assert_eq!(m.header.destination_prefix_length, 32);
+        assert!(m.attributes.contains(&RouteAttribute::Oif(7)));
+        assert_eq!(
+            Entry::LocalRoute(ip("fd00:1b5:3::1")).to_string(),
+            "route fd00:1b5:3::1/128"
         );
     }
 

@@ -37,6 +37,56 @@ pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], protocol: u8, l4_len: u32) -
     acc + u64::from(protocol) + u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff)
 }
 
+/// The IPv6 pseudo-header sum (source, destination, upper-layer length, next header), unfolded.
+pub fn pseudo_header_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, l4_len: u32) -> u64 {
+    let acc = sum_words(0, &src);
+    let acc = sum_words(acc, &dst);
+    acc + u64::from(next_header) + u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff)
+}
+
+/// An accumulated change of 16-bit words, to patch several checksums with (RFC 1624).
+///
+/// Each changed field adds `~old + new` for its words; [`Delta::apply`] turns a checksum of the
+/// old data into the checksum of the new data. Fields must be 16-bit aligned within the summed
+/// data (addresses and ports always are).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta(u64);
+
+impl Delta {
+    /// Notes that the bytes `old` became `new` (same even length).
+    pub fn change(&mut self, old: &[u8], new: &[u8]) {
+        for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+            self.change_u16(
+                u16::from_be_bytes([o[0], o[1]]),
+                u16::from_be_bytes([n[0], n[1]]),
+            );
+        }
+    }
+
+    /// Notes that a 16-bit word changed from `old` to `new` (nothing if it did not change).
+    pub fn change_u16(&mut self, old: u16, new: u16) {
+        if old != new {
+            self.0 += u64::from(!old) + u64::from(new);
+        }
+    }
+
+    /// Whether no word changed.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The checksum `csum` patched for every noted change.
+    pub fn apply(&self, csum: u16) -> u16 {
+        !fold(u64::from(!csum) + self.0)
+    }
+
+    /// A *partial* checksum field (offload: the folded, non-complemented pseudo-header sum)
+    /// patched for every noted change; note only pseudo-header changes for it.
+    pub fn apply_partial(&self, sum: u16) -> u16 {
+        fold(u64::from(sum) + self.0)
+    }
+}
+
 /// Patches checksum `csum` for one 16-bit word changing from `old` to `new` (RFC 1624, eqn. 3).
 pub fn update_u16(csum: u16, old: u16, new: u16) -> u16 {
     !fold(u64::from(!csum) + u64::from(!old) + u64::from(new))
@@ -103,6 +153,31 @@ mod tests {
         let v6b = [0xfd, 0, 1, 0xb5, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0, 2];
         let back = update_partial(update_partial(want, &v6a, &v6b), &v6b, &v6a);
         assert_eq!(back, want);
+    }
+
+    #[test]
+    fn delta_matches_recompute_for_v6_addresses() {
+        let mut data = [0u8; 40];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        let c0 = compute(&data);
+        let old: [u8; 16] = data[8..24].try_into().unwrap();
+        let new = [0xfd, 0, 1, 0xb5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+        data[8..24].copy_from_slice(&new);
+        data[30..32].copy_from_slice(&0x0050u16.to_be_bytes());
+        let mut orig = [0u8; 40];
+        for (i, b) in orig.iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        assert_eq!(u16::from_be_bytes([orig[30], orig[31]]), 0xd5dc);
+        let mut d2 = Delta::default();
+        d2.change(&old, &new);
+        d2.change_u16(0xd5dc, 0x0050);
+        assert_eq!(d2.apply(c0), compute(&data));
+        let mut same = Delta::default();
+        same.change(&new, &new);
+        assert!(same.is_empty());
     }
 
     #[test]

@@ -279,6 +279,9 @@ pub struct ServiceConfig {
     /// New connections per second allowed; 0 means no cap. New connections above it are a
     /// counted drop ([`crate::DropReason::RateLimited`]).
     pub max_new_connections_per_second: u32,
+    /// FULLNAT local addresses (DPVS `-P`): the sources used towards FULLNAT real servers,
+    /// of the service's address family. Replies to them must be routed into the TUN.
+    pub local_addresses: Vec<IpAddr>,
 }
 
 impl ServiceConfig {
@@ -292,6 +295,7 @@ impl ServiceConfig {
             one_packet: false,
             dests: Vec::new(),
             max_new_connections_per_second: 0,
+            local_addresses: Vec::new(),
         }
     }
 
@@ -315,9 +319,33 @@ impl Config {
     }
 
     /// Checks the configuration as a whole: unique services, unique real servers per service,
-    /// matching address families, supported schedulers and forwarding methods.
+    /// matching address families, supported schedulers and forwarding methods, FULLNAT local
+    /// addresses (of the service's family, unique, not a virtual address, present when a
+    /// FULLNAT real server needs them).
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, svc) in self.services.iter().enumerate() {
+            for (j, &l) in svc.local_addresses.iter().enumerate() {
+                if ip_family(l) != ip_family(svc.key.addr.ip()) {
+                    return Err(ConfigError::LocalAddressFamily(svc.key, l));
+                }
+                if l.is_unspecified() || l.is_multicast() {
+                    return Err(ConfigError::BadLocalAddress(svc.key, l));
+                }
+                if svc.local_addresses[..j].contains(&l) {
+                    return Err(ConfigError::DuplicateLocalAddress(svc.key, l));
+                }
+                if self.services.iter().any(|s| s.key.addr.ip() == l) {
+                    return Err(ConfigError::LocalAddressIsVip(svc.key, l));
+                }
+            }
+            if svc.local_addresses.is_empty()
+                && let Some(d) = svc
+                    .dests
+                    .iter()
+                    .find(|d| d.forward == ForwardMethod::FullNat)
+            {
+                return Err(ConfigError::NoLocalAddress(svc.key, d.addr));
+            }
             if self.services[..i].iter().any(|s| s.key == svc.key) {
                 return Err(ConfigError::DuplicateService(svc.key));
             }
@@ -417,6 +445,21 @@ pub enum ConfigError {
          IPIP takes no port or checksum option; GRE takes no port or --tun-remcsum)"
     )]
     BadTunnel(ServiceKey, SocketAddr),
+    /// A FULLNAT local address is of another family than the service.
+    #[error("service {0}: local address {1} is of another address family")]
+    LocalAddressFamily(ServiceKey, IpAddr),
+    /// A FULLNAT local address is unspecified or multicast.
+    #[error("service {0}: local address {1} is not a unicast address")]
+    BadLocalAddress(ServiceKey, IpAddr),
+    /// A FULLNAT local address is listed twice.
+    #[error("service {0}: local address {1} is listed twice")]
+    DuplicateLocalAddress(ServiceKey, IpAddr),
+    /// A FULLNAT local address is also a virtual address.
+    #[error("service {0}: local address {1} is a virtual service address")]
+    LocalAddressIsVip(ServiceKey, IpAddr),
+    /// A FULLNAT real server on a service without local addresses.
+    #[error("service {0}: FULLNAT real server {1} needs local addresses on the service")]
+    NoLocalAddress(ServiceKey, SocketAddr),
     /// The lower threshold is above the upper one.
     #[error("service {0}: real server {1} has a lower threshold above its upper threshold")]
     BadThresholds(ServiceKey, SocketAddr),

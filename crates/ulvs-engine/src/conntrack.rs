@@ -34,6 +34,7 @@ use hashbrown::HashTable;
 
 use crate::Timestamp;
 use crate::config::{ForwardMethod, Protocol, ServiceKey};
+use crate::fwd::fullnat::{PortLease, PortPool};
 use crate::stats::{DestState, Traffic};
 use crate::wire::TcpFlags;
 
@@ -371,6 +372,19 @@ pub(crate) struct Conn {
     pub(crate) service: Arc<Traffic>,
     /// The persistence template that chose the real server (released when the entry goes).
     pub(crate) template: Option<Arc<crate::persist::Template>>,
+    /// How packets reach the real server.
+    pub(crate) forward: ForwardMethod,
+    /// FULLNAT: the pool of the local port this connection holds (the local address and port
+    /// are the reply tuple's destination); the port is freed when the entry is dropped.
+    lease: Option<Arc<PortPool>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(pool) = self.lease.take() {
+            pool.free(self.reply.dport);
+        }
+    }
 }
 
 impl Conn {
@@ -403,7 +417,20 @@ impl Conn {
             dest,
             service,
             template: None,
+            forward: ForwardMethod::Masq,
+            lease: None,
         }
+    }
+
+    /// The same connection with another forwarding method and, for FULLNAT, the lease of its
+    /// local port (which must be the reply tuple's destination port).
+    pub(crate) fn with_forward(mut self, forward: ForwardMethod, lease: Option<PortLease>) -> Self {
+        self.forward = forward;
+        self.lease = lease.and_then(|l| {
+            debug_assert_eq!(l.port(), self.reply.dport);
+            l.into_pool()
+        });
+        self
     }
 
     /// The TCP state, or `None` for UDP and dead entries.
@@ -996,9 +1023,10 @@ mod tests {
 
     #[test]
     fn entry_stays_small() {
-        // Two tuples, two pointers, state, counters: the entry itself (without the Arc header).
+        // Two tuples, two pointers, state, counters, the persistence template, the forwarding
+        // method and FULLNAT's port pool pointer: the entry itself (without the Arc header).
         assert!(
-            std::mem::size_of::<Conn>() <= 128,
+            std::mem::size_of::<Conn>() <= 136,
             "{}",
             std::mem::size_of::<Conn>()
         );

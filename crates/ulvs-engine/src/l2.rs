@@ -7,7 +7,7 @@
 //!   advertisement (solicited, override, with the target link-layer address option);
 //! - ARP and NDP messages from direct-routing real servers teach the neighbour table;
 //! - an IPv4 or IPv6 packet goes through the same classification and connection tracking as
-//!   a packet from the TUN (`nat::process`); a direct-routing real server gets the frame with
+//!   a packet from the TUN (`path::process`); a direct-routing real server gets the frame with
 //!   its MAC as destination and the TAP's as source, the IP packet untouched.
 //!
 //! Anything else is not ours: [`Verdict::Pass`], which from the TAP means "ignore" (writing it
@@ -102,7 +102,7 @@ pub(crate) fn process_frame(engine: &Engine, now: Timestamp, frame: &mut PacketB
         ETH_P_IP | ETH_P_IPV6 if !group => {
             let src_mac = mac_at(f, 6);
             frame.start += ETH_HLEN;
-            let v = crate::nat::process(engine, now, frame);
+            let v = crate::path::process(engine, now, frame);
             if v == Verdict::Reply {
                 // An ICMP error for the sender: back to its MAC.
                 let ethertype = if frame.data()[0] >> 4 == 6 {

@@ -19,7 +19,10 @@
 //! - `snapshot`: the immutable snapshot built from a configuration, read by the packet path.
 //! - [`wire`], [`checksum`]: in-place packet views and RFC 1624 checksum updates.
 //! - [`offload`]: partial checksums and GSO super-packets (finishing, software segmentation).
-//! - `nat`: the packet path (classification, conntrack lookup, NAT rewrites).
+//! - `path`: the packet path (IPv4/IPv6 parsing, classification, conntrack lookup).
+//! - `fwd`: the forwarding methods, one module each (NAT, FULLNAT with its local-port pools).
+//! - [`icmp`]: ICMP/ICMPv6 handling (echo replies for virtual addresses, translation of errors
+//!   that belong to a connection) and the FRAG_NEEDED / Packet Too Big builder.
 //! - `conntrack`: the sharded connection table, the IPVS TCP state machine, timeouts, the
 //!   reaper, the table limit with flood defence.
 //! - `sched`: the schedulers (all fourteen of IPVS), one module each.
@@ -33,10 +36,12 @@ pub mod checksum;
 pub mod config;
 mod conntrack;
 mod explain;
+mod fwd;
+pub mod icmp;
 mod l2;
-mod nat;
 mod neigh;
 pub mod offload;
+mod path;
 mod persist;
 mod sched;
 mod snapshot;
@@ -194,6 +199,23 @@ impl<'a> PacketBuf<'a> {
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
+
+    /// Shortens (or lengthens, within the buffer) the packet to `len` bytes from its start.
+    pub(crate) fn set_len(&mut self, len: usize) {
+        self.end = (self.start + len).min(self.buf.len());
+    }
+
+    /// The whole buffer with the packet's position in it, for moves into the headroom.
+    pub(crate) fn raw(&mut self) -> (&mut [u8], usize, usize) {
+        (self.buf, self.start, self.end)
+    }
+
+    /// Makes `buf[start..end]` the packet.
+    pub(crate) fn set_bounds(&mut self, start: usize, end: usize) {
+        debug_assert!(start <= end && end <= self.buf.len());
+        self.start = start.min(self.buf.len());
+        self.end = end.clamp(self.start, self.buf.len());
+    }
 }
 
 /// The director's own addresses and limits that the forwarding methods need (set by the
@@ -241,7 +263,7 @@ pub enum Verdict {
     ForwardFrame,
     /// The packet was turned into an answer to its sender: an ARP reply or NDP neighbour
     /// advertisement for a virtual address (a frame, from [`Engine::process_frame`]: write it
-    /// to the TAP), or an ICMP error (from [`Engine::process`]: write it to the TUN, which
+    /// to the TAP), or an ICMP echo reply for a virtual or local address or an ICMP error (from [`Engine::process`]: write it to the TUN, which
     /// routes it to the sender; from [`Engine::process_frame`] it is a frame to the sender's
     /// MAC).
     Reply,
@@ -294,11 +316,14 @@ pub enum DropReason {
     /// cannot carry the GSO type (encapsulation). The packet is left unchanged, so the caller
     /// can split it into segments and submit each one.
     GsoNotSplit,
+    /// A new FULLNAT connection while every local port towards the chosen real server is in
+    /// use on every local address of the service.
+    LocalPortExhausted,
 }
 
 impl DropReason {
     /// Every reason, for iterating counters.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::NoDestination,
         DropReason::TableFull,
@@ -314,6 +339,7 @@ impl DropReason {
         DropReason::NoHeadroom,
         DropReason::TooBig,
         DropReason::GsoNotSplit,
+        DropReason::LocalPortExhausted,
     ];
 
     /// The reason's position in [`DropReason::ALL`].
@@ -339,6 +365,7 @@ impl DropReason {
             DropReason::NoHeadroom => "no_headroom",
             DropReason::TooBig => "too_big",
             DropReason::GsoNotSplit => "gso_not_split",
+            DropReason::LocalPortExhausted => "local_port_exhausted",
         }
     }
 }
@@ -514,10 +541,11 @@ impl Engine {
 
     /// Validates `cfg` and swaps it in as the new configuration. On error nothing changes.
     ///
-    /// Besides [`Config::validate`], refuses what the engine does not implement yet: forwarding
-    /// other than NAT ([`ConfigError::UnsupportedForward`]) and IPv6 services
-    /// ([`ConfigError::UnsupportedFeature`]). Scheduler tables (Maglev, sh, dh) are rebuilt here,
-    /// off the packet path; lblc/lblcr tables carry over when a service keeps its scheduler.
+    /// Besides [`Config::validate`], refuses what the engine does not implement yet
+    /// ([`ConfigError::UnsupportedForward`], [`ConfigError::UnsupportedFeature`]); every
+    /// forwarding method and both address families are supported. Scheduler tables (Maglev, sh,
+    /// dh) are rebuilt here, off the packet path; lblc/lblcr tables carry over when a service
+    /// keeps its scheduler.
     ///
     /// Connections to a real server that got weight 0 keep flowing (a client SYN on them is
     /// rescheduled with `conn_reuse_reschedule`). Connections to a real server that left the
@@ -554,9 +582,10 @@ impl Engine {
     /// Processes one packet read from the TUN device at time `now`.
     ///
     /// Never panics, whatever the bytes. On [`Verdict::Forward`] the packet was rewritten in
-    /// place (and trimmed to its IP total length).
+    /// place (and trimmed to its IP total length); on [`Verdict::Reply`] it was turned into an
+    /// answer to its sender (it may have moved into the headroom).
     pub fn process(&self, now: Timestamp, pkt: &mut PacketBuf<'_>) -> Verdict {
-        nat::process(self, now, pkt)
+        path::process(self, now, pkt)
     }
 
     /// Reaps a bounded slice of the connection table: entries idle past their timeout at `now`

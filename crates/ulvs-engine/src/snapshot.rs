@@ -8,12 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::config::{
     Config, ConfigError, ForwardMethod, Persistence, Protocol, SchedulerKind, ServiceKey,
 };
-use std::sync::atomic::Ordering::Relaxed;
-
+use crate::fwd::fullnat::PortPool;
 use crate::sched::{self, Carry, Scheduler};
 use crate::stats::{DestState, Traffic};
 use crate::tunnel::Fwd;
@@ -33,6 +33,10 @@ pub(crate) struct Dest {
     pub(crate) last_weight: u32,
     /// Counters and connection counts, shared with connection entries and later snapshots.
     pub(crate) state: Arc<DestState>,
+    /// Forwarding method.
+    pub(crate) forward: ForwardMethod,
+    /// FULLNAT: one port pool per local address of the service (same order); empty otherwise.
+    pub(crate) pools: Vec<Arc<PortPool>>,
 }
 
 /// A virtual service as the packet path sees it.
@@ -51,9 +55,18 @@ pub(crate) struct Service {
     pub(crate) persistence: Option<Persistence>,
     /// One-packet scheduling (`-o`, UDP): every packet is scheduled on its own.
     pub(crate) one_packet: bool,
+    /// FULLNAT local addresses.
+    pub(crate) local_addresses: Vec<IpAddr>,
+    /// Round-robin position over `local_addresses`.
+    local_next: AtomicUsize,
 }
 
 impl Service {
+    /// The index of the local address a new FULLNAT connection tries first.
+    pub(crate) fn next_local(&self) -> usize {
+        self.local_next.fetch_add(1, Relaxed)
+    }
+
     /// The index of the real server at `addr`.
     pub(crate) fn dest_index(&self, addr: SocketAddr) -> Option<usize> {
         self.dests.iter().position(|d| d.addr == addr)
@@ -84,25 +97,19 @@ pub(crate) struct Snapshot {
     /// Addresses of direct-routing real servers (whose link-layer addresses the engine
     /// resolves).
     pub(crate) route_dests: FastSet<IpAddr>,
+    /// Every FULLNAT local address.
+    locals: FastSet<IpAddr>,
+    /// FULLNAT port pools by (protocol, local address, real server), carried over to later
+    /// snapshots so live connections' ports stay taken.
+    pools: FastMap<(Protocol, IpAddr, SocketAddr), Arc<PortPool>>,
 }
 
 impl Snapshot {
     /// Validates `cfg` and builds a snapshot, carrying counters over from `old`.
     pub(crate) fn build(cfg: &Config, old: &Snapshot) -> Result<Snapshot, ConfigError> {
         cfg.validate()?;
-        for svc in &cfg.services {
-            if let Some(d) = svc
-                .dests
-                .iter()
-                .find(|d| d.forward == ForwardMethod::FullNat)
-            {
-                return Err(ConfigError::UnsupportedForward(d.forward));
-            }
-            if svc.key.addr.is_ipv6() {
-                return Err(ConfigError::UnsupportedFeature(svc.key, "IPv6"));
-            }
-        }
         let mut snap = Snapshot::default();
+        let old_pools = &old.pools;
         for svc in &cfg.services {
             let prev = old
                 .index
@@ -127,11 +134,27 @@ impl Snapshot {
                         0 => old.map_or(0, |o| o.last_weight),
                         w => w,
                     };
+                    let pools = if d.forward == ForwardMethod::FullNat {
+                        svc.local_addresses
+                            .iter()
+                            .map(|&l| {
+                                let k = (svc.key.protocol, l, d.addr);
+                                let pool = snap.pools.get(&k).or_else(|| old_pools.get(&k));
+                                let pool = pool.map(Arc::clone).unwrap_or_default();
+                                snap.pools.insert(k, Arc::clone(&pool));
+                                pool
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     Dest {
                         addr: d.addr,
                         weight: d.weight,
                         last_weight,
                         state,
+                        forward: d.forward,
+                        pools,
                     }
                 })
                 .collect();
@@ -143,6 +166,7 @@ impl Snapshot {
             snap.index
                 .insert((svc.key.protocol, svc.key.addr), snap.services.len());
             snap.vips.insert(svc.key.addr.ip());
+            snap.locals.extend(svc.local_addresses.iter().copied());
             snap.services.push(Service {
                 key: svc.key,
                 traffic,
@@ -151,6 +175,8 @@ impl Snapshot {
                 scheduler,
                 persistence: svc.persistence,
                 one_packet: svc.one_packet,
+                local_addresses: svc.local_addresses.clone(),
+                local_next: AtomicUsize::new(0),
             });
         }
         Ok(snap)
@@ -171,6 +197,13 @@ impl Snapshot {
     /// Whether `ip` is a virtual address of some service.
     pub(crate) fn is_vip(&self, ip: IpAddr) -> bool {
         !self.vips.is_empty() && self.vips.contains(&ip)
+    }
+
+    /// Whether `ip` is a virtual address or a FULLNAT local address: a packet to it that the
+    /// engine cannot handle must be dropped, not passed back to the kernel (which would route it
+    /// into the TUN again).
+    pub(crate) fn is_ours(&self, ip: IpAddr) -> bool {
+        self.is_vip(ip) || (!self.locals.is_empty() && self.locals.contains(&ip))
     }
 
     /// The service for a packet to `addr` over `protocol`: an exact match, else a port-0

@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::config::ForwardMethod;
 use crate::conntrack::Conn;
+use crate::fwd;
+use crate::path::Ip;
 use crate::tunnel::{self, EncapError, Fwd, Inner};
 use crate::{DropReason, Engine, PacketBuf, Timestamp, Verdict};
 
@@ -16,28 +18,25 @@ use crate::{DropReason, Engine, PacketBuf, Timestamp, Verdict};
 /// director settings give one.
 pub const DEFAULT_PATH_MTU: u32 = 1500;
 
-/// Sends the client's packet (`pkt`, trimmed to `total` bytes) of connection `conn` on.
+/// Sends the client's packet (`pkt`, described by `ip`) of connection `conn` on.
+///
+/// A FULLNAT connection stays FULLNAT (its reply tuple holds the local address and port); the
+/// others follow their real server's current method.
 pub(crate) fn inbound(
     engine: &Engine,
     now: Timestamp,
     pkt: &mut PacketBuf<'_>,
     conn: &Conn,
-    total: usize,
+    ip: &Ip,
 ) -> Verdict {
-    pkt.end = pkt.start + total;
-    let fwd = Fwd::unpack(conn.dest.fwd.load(Relaxed));
-    match fwd.method {
-        ForwardMethod::Masq => {
-            let csum = pkt.offload.csum;
-            crate::nat::rewrite_dst(
-                pkt.data_mut(),
-                conn.orig.proto,
-                csum,
-                conn.reply.src,
-                conn.reply.sport,
-            );
-            Verdict::Forward
-        }
+    pkt.set_len(ip.total);
+    if conn.forward == ForwardMethod::FullNat {
+        return fwd::fullnat::to_dest(conn, pkt, ip);
+    }
+    let f = Fwd::unpack(conn.dest.fwd.load(Relaxed));
+    match f.method {
+        // A real server edited to FULLNAT keeps its NAT connections as they are.
+        ForwardMethod::Masq | ForwardMethod::FullNat => fwd::masq::to_dest(conn, pkt, ip),
         // A frame on the TAP and an encapsulated packet carry no offload metadata for the
         // inner L4 checksum: finish it here (super-packets were split before, see
         // `needs_split`).
@@ -47,9 +46,8 @@ pub(crate) fn inbound(
         }
         ForwardMethod::Tunnel => {
             crate::offload::finish_partial(pkt);
-            encap(engine, pkt, conn, &fwd)
+            encap(engine, pkt, conn, &f)
         }
-        ForwardMethod::FullNat => engine.drops.count(DropReason::UnsupportedProtocol),
     }
 }
 
@@ -57,10 +55,11 @@ pub(crate) fn inbound(
 /// direct routing (a frame on a TAP without offload) and of tunnels (no GSO type for an
 /// encapsulated packet) cannot carry it.
 pub(crate) fn needs_split(conn: &Conn) -> bool {
-    !matches!(
-        Fwd::unpack(conn.dest.fwd.load(Relaxed)).method,
-        ForwardMethod::Masq | ForwardMethod::FullNat
-    )
+    conn.forward != ForwardMethod::FullNat
+        && !matches!(
+            Fwd::unpack(conn.dest.fwd.load(Relaxed)).method,
+            ForwardMethod::Masq | ForwardMethod::FullNat
+        )
 }
 
 fn encap(engine: &Engine, pkt: &mut PacketBuf<'_>, conn: &Conn, fwd: &Fwd) -> Verdict {

@@ -156,10 +156,13 @@ fn fragment_to_a_vip() {
 #[test]
 fn unsupported_protocol_to_a_vip() {
     let e = web();
+    // SCTP (132) to the VIP: not balanced (an echo request would be answered, see icmp.rs).
     let b = PacketBuilder::ipv4(CLIENT, VIP, 64).icmpv4_echo_request(1, 1);
-    let mut ping = Vec::new();
-    b.write(&mut ping, b"ping").unwrap();
-    expect_drop(&e, &ping, DropReason::UnsupportedProtocol);
+    let mut sctp = Vec::new();
+    b.write(&mut sctp, b"ping").unwrap();
+    sctp[9] = 132;
+    ulvs_engine::wire::Ipv4Packet::new_unchecked(&mut sctp[..]).fill_checksum();
+    expect_drop(&e, &sctp, DropReason::UnsupportedProtocol);
     let b = PacketBuilder::ipv4(CLIENT, OTHER, 64).icmpv4_echo_request(1, 1);
     let mut ping = Vec::new();
     b.write(&mut ping, b"ping").unwrap();

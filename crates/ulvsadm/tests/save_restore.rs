@@ -228,7 +228,9 @@ const CONFIG_CASES: &[Golden] = &[Golden {
         "-A -t 198.18.0.1:80 -s rr\n",
         "-a -t 198.18.0.1:80 -r 198.18.1.1:80 -i -w 1 --tun-type ipip\n",
         "-a -t 198.18.0.1:80 -r 198.18.1.2:80 -g -w 4\n",
-        "-a -t 198.18.0.1:80 -r 198.18.1.3:9000 --fullnat -w 1 -x 10 -y 5\n",
+        // A FULLNAT real server needs local addresses on its service (-P), which -S/-R do
+        // not carry yet: this one is NAT.
+        "-a -t 198.18.0.1:80 -r 198.18.1.3:9000 -m -w 1 -x 10 -y 5\n",
         "-A -u 198.18.0.1:53 -s sh -p 300 -M 255.255.255.0 -o -b sh-fallback,sh-port\n",
         "-a -u 198.18.0.1:53 -r 198.18.1.5:53 -m -w 1\n",
         "-A -t [fd00:1b5::80]:80 -s mh -p 60 -M 64 -b mh-port\n",
@@ -240,7 +242,7 @@ const CONFIG_CASES: &[Golden] = &[Golden {
         "TCP  198.18.0.1:80 rr\n",
         "  -> 198.18.1.1:80                Tunnel  1      0          0         \n",
         "  -> 198.18.1.2:80                Route   4      0          0         \n",
-        "  -> 198.18.1.3:9000              FullNat 1      0          0         \n",
+        "  -> 198.18.1.3:9000              Masq    1      0          0         \n",
         "UDP  198.18.0.1:53 sh (sh-fallback,sh-port) persistent 300 mask 255.255.255.0 ops\n",
         "  -> 198.18.1.5:53                Masq    1      0          0         \n",
         "TCP  [fd00:1b5::80]:80 mh (mh-port) persistent 60 mask 64\n",

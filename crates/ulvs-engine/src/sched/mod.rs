@@ -278,6 +278,8 @@ pub(crate) mod testing {
             weight,
             last_weight: weight,
             state,
+            forward: crate::config::ForwardMethod::Masq,
+            pools: Vec::new(),
         }
     }
 

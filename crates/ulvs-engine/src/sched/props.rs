@@ -130,6 +130,7 @@ proptest! {
         let before = Maglev::new(&all, SchedFlags::default());
         let rest: Vec<Dest> = all.iter().enumerate().filter(|(i, _)| *i != gone).map(|(_, d)| Dest {
             addr: d.addr, weight: d.weight, last_weight: d.last_weight, state: d.state.clone(),
+            forward: d.forward, pools: Vec::new(),
         }).collect();
         let after = Maglev::new(&rest, SchedFlags::default());
         let mut moved = 0usize;

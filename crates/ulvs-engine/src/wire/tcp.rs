@@ -104,6 +104,13 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         let acc = checksum::pseudo_header_v4(src, dst, super::IPPROTO_TCP, b.len() as u32);
         checksum::fold(checksum::sum_words(acc, b)) == 0xffff
     }
+
+    /// Whether the checksum is right for the IPv6 addresses `src` and `dst`.
+    pub fn verify_checksum_v6(&self, src: [u8; 16], dst: [u8; 16]) -> bool {
+        let b = self.buffer.as_ref();
+        let acc = checksum::pseudo_header_v6(src, dst, super::IPPROTO_TCP, b.len() as u32);
+        checksum::fold(checksum::sum_words(acc, b)) == 0xffff
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {

@@ -79,6 +79,17 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         let acc = checksum::pseudo_header_v4(src, dst, super::IPPROTO_UDP, b.len() as u32);
         checksum::fold(checksum::sum_words(acc, b)) == 0xffff
     }
+
+    /// Whether the checksum is right for the IPv6 addresses `src` and `dst` (over IPv6 a UDP
+    /// checksum is mandatory, so 0 is wrong).
+    pub fn verify_checksum_v6(&self, src: [u8; 16], dst: [u8; 16]) -> bool {
+        if self.checksum() == 0 {
+            return false;
+        }
+        let b = &self.buffer.as_ref()[..usize::from(self.len()).min(self.buffer.as_ref().len())];
+        let acc = checksum::pseudo_header_v6(src, dst, super::IPPROTO_UDP, b.len() as u32);
+        checksum::fold(checksum::sum_words(acc, b)) == 0xffff
+    }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {

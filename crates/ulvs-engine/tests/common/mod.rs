@@ -204,3 +204,96 @@ pub fn assert_delta(before: &StatsSnapshot, after: &StatsSnapshot, expected: &[(
         diffs.join("\n")
     );
 }
+
+// ---- IPv6 and FULLNAT helpers -------------------------------------------------------------
+
+pub const CLIENT6: &str = "fd00:1b5::10";
+pub const VIP6: &str = "fd00:1b5:1::1";
+pub const RS6_1: &str = "fd00:1b5:2::11";
+pub const RS6_2: &str = "fd00:1b5:2::12";
+pub const LADDR6_1: &str = "fd00:1b5:3::1";
+pub const LADDR6_2: &str = "fd00:1b5:3::2";
+pub const LADDR1: [u8; 4] = [198, 19, 3, 1];
+pub const LADDR2: [u8; 4] = [198, 19, 3, 2];
+pub const ROUTER: [u8; 4] = [198, 18, 5, 5];
+pub const ROUTER6: &str = "fd00:1b5:5::5";
+
+pub fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().expect("ipv6").octets()
+}
+
+pub fn sa6(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V6(ip.parse().expect("ipv6")), port)
+}
+
+/// An IPv6 TCP segment with checksums computed from scratch by etherparse.
+pub fn tcp6(src: &str, sport: u16, dst: &str, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv6(v6(src), v6(dst), 64).tcp(sport, dport, 1000, 65535);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(2000);
+    }
+    if flags & FIN != 0 {
+        b = b.fin();
+    }
+    if flags & RST != 0 {
+        b = b.rst();
+    }
+    if flags & PSH != 0 {
+        b = b.psh();
+    }
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build tcp6");
+    out
+}
+
+/// An IPv6 UDP datagram with checksums computed from scratch by etherparse.
+pub fn udp6(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ipv6(v6(src), v6(dst), 64).udp(sport, dport);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("build udp6");
+    out
+}
+
+/// A real server with an explicit forwarding method.
+pub fn dest_at(addr: SocketAddr, forward: ForwardMethod, weight: u32) -> DestConfig {
+    DestConfig {
+        addr,
+        forward,
+        weight,
+        upper_threshold: 0,
+        lower_threshold: 0,
+        tunnel: Default::default(),
+    }
+}
+
+/// A service on any address with explicit real servers and FULLNAT local addresses.
+pub fn service_at(
+    protocol: Protocol,
+    vaddr: SocketAddr,
+    dests: Vec<DestConfig>,
+    local_addresses: Vec<std::net::IpAddr>,
+) -> ServiceConfig {
+    let mut s = ServiceConfig::new(ServiceKey {
+        protocol,
+        addr: vaddr,
+    });
+    s.scheduler = SchedulerKind::Rr;
+    s.dests = dests;
+    s.local_addresses = local_addresses;
+    s
+}
+
+/// Asserts the verdict and the exact output bytes, hex-dumping all three packets otherwise.
+pub fn expect(e: &Engine, now: u64, what: &str, input: &[u8], verdict: Verdict, want: &[u8]) {
+    let (v, out) = run(e, now, input);
+    assert!(
+        v == verdict && out == want,
+        "{what}\nverdict {v:?}, expected {verdict:?}\ninput:\n{}output:\n{}expected:\n{}",
+        hex(input),
+        hex(&out),
+        hex(want)
+    );
+}
