@@ -38,6 +38,8 @@ impl SchedulerBench {
                     weight: w,
                     last_weight: w,
                     state,
+                    forward: crate::config::ForwardMethod::Masq,
+                    pools: Vec::new(),
                 }
             })
             .collect();
