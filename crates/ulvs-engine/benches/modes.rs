@@ -1,11 +1,14 @@
 //! Criterion benchmarks of the engine's per-packet cost for every forwarding mode (NAT, FULLNAT,
 //! direct routing, IPIP / GUE / GRE tunnels), IPv4 and IPv6, for a new flow (lookup of an
 //! expired entry, scheduling, insert, rewrite) and an established one (lookup, rewrite). Packets
-//! come from the engine tests' builders (`tests/common`); every verdict is checked.
+//! come from the engine tests' builders (`tests/common`); every verdict is checked, and before
+//! each established-flow benchmark 1000 packets of it are checked to allocate nothing.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -18,6 +21,39 @@ use ulvs_engine::{
     ServiceConfig, TcpState, Timeouts, Timestamp, TunnelChecksum, TunnelConfig, TunnelType,
     Verdict,
 };
+
+/// Counts the allocations of the current thread.
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: delegates to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` 1000 times and panics if that allocated.
+fn assert_no_alloc(what: &str, mut f: impl FnMut()) {
+    let before = ALLOCS.with(Cell::get);
+    for _ in 0..1000 {
+        f();
+    }
+    let n = ALLOCS.with(Cell::get) - before;
+    assert_eq!(n, 0, "{what}: {n} allocations in 1000 established packets");
+}
 
 /// Payload of the benchmarked segments: a small packet, so the cost is per packet, not per byte.
 const PAYLOAD: [u8; 64] = [0x61; 64];
@@ -249,6 +285,9 @@ fn established(c: &mut Criterion) {
             let data = from_client(mode, &fam, 40000, ACK | PSH);
             assert_eq!(process(&e, dr, 2, &mut buf, &data), want, "{mode:?} data");
             let id = format!("{}_{}", mode.name(), fam.label());
+            assert_no_alloc(&id, || {
+                assert!(process(&e, dr, 3, &mut buf, &data) == want);
+            });
             g.bench_function(BenchmarkId::new("in", &id), |b| {
                 b.iter(|| {
                     let v = process(&e, dr, 3, &mut buf, black_box(&data));
