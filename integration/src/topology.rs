@@ -164,6 +164,39 @@ impl NatRig {
         Ok(rig)
     }
 
+    /// Stops the test server of real server `i` (SIGTERM, reaped), as if its service died.
+    pub fn stop_server(&mut self, i: usize) -> Result<ExitStatus> {
+        let proc = self
+            .server_procs
+            .get_mut(i)
+            .with_context(|| format!("no real server {i}"))?;
+        proc.terminate(Duration::from_secs(5))
+    }
+
+    /// Starts the test server of real server `i` again (after [`NatRig::stop_server`]) and
+    /// waits until it is listening.
+    pub fn start_server(&mut self, i: usize) -> Result<()> {
+        ensure!(i < self.server_procs.len(), "no real server {i}");
+        let rs = &self.servers[i];
+        let mut cmd = rs.ns.command(&self.bins.testserver);
+        cmd.arg("--name")
+            .arg(&rs.name)
+            .arg("--tcp")
+            .arg(rs.tcp())
+            .arg("--udp")
+            .arg(rs.udp());
+        let label = format!("{}-testserver-restarted", rs.name);
+        let mut proc = Spawned::start(&label, cmd, self.dir.path())?;
+        proc.wait_for_output("ready", READY_TIMEOUT)?;
+        self.server_procs[i] = proc;
+        Ok(())
+    }
+
+    /// The rig's temporary directory (control socket, process logs); removed on drop.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Builds a rig with `n_servers` real servers and a running `ulvsd`.
     pub fn with_ulvsd(bins: Bins, n_servers: usize) -> Result<Self> {
         let mut rig = Self::new(bins, n_servers)?;

@@ -13,7 +13,7 @@ use crate::ci::{TestCounts, cargo, step, test_step, workspace_root};
 /// Builds the binaries the rig runs and returns the directory that holds them.
 pub(crate) fn build_bins() -> Result<PathBuf> {
     step(
-        "cargo build -p ulvsd -p ulvsadm -p ulvs-decap -p integration --bins",
+        "cargo build -p ulvsd -p ulvsadm -p ulvs-decap -p ulvs-agent -p integration --bins",
         cargo().args([
             "build",
             "-p",
@@ -22,6 +22,8 @@ pub(crate) fn build_bins() -> Result<PathBuf> {
             "ulvsadm",
             "-p",
             "ulvs-decap",
+            "-p",
+            "ulvs-agent",
             "-p",
             "integration",
             "--bins",
