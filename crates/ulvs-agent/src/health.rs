@@ -288,3 +288,121 @@ async fn check_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, UdpSocket};
+
+    use super::check_once;
+    use crate::config::{CheckKind, HealthCheckSpec};
+
+    fn spec(kind: CheckKind) -> HealthCheckSpec {
+        HealthCheckSpec {
+            kind,
+            port: None,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 1,
+        }
+    }
+
+    /// A port nothing listens on: bind, note the port, close.
+    async fn closed_port() -> std::net::SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn tcp_check_follows_the_listener() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_eq!(check_once(&spec(CheckKind::Tcp), addr).await, Ok(()));
+        let dead = closed_port().await;
+        assert!(check_once(&spec(CheckKind::Tcp), dead).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn http_check_compares_the_status() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let status = if req.starts_with("GET /healthz ") {
+                    "200 OK"
+                } else {
+                    "404 Not Found"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        let http = |path: &str, expect_status| {
+            spec(CheckKind::Http {
+                path: path.to_owned(),
+                expect_status,
+                host: None,
+            })
+        };
+        assert_eq!(check_once(&http("/healthz", 200), addr).await, Ok(()));
+        let err = check_once(&http("/missing", 200), addr).await.unwrap_err();
+        assert!(err.contains("status 404, expected 200"), "{err}");
+        assert_eq!(check_once(&http("/missing", 404), addr).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn udp_check_needs_the_expected_reply() {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let reply = if &buf[..n] == b"ping" {
+                    &b"pong"[..]
+                } else {
+                    &b"what"[..]
+                };
+                let _ = s.send_to(reply, from).await;
+            }
+        });
+        let udp = |send: &str, expect: &str| {
+            spec(CheckKind::Udp {
+                send: send.as_bytes().to_vec(),
+                expect: Some(expect.as_bytes().to_vec()),
+            })
+        };
+        assert_eq!(check_once(&udp("ping", "pong"), addr).await, Ok(()));
+        assert!(check_once(&udp("hello", "pong"), addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn exec_check_uses_the_exit_status_and_the_timeout() {
+        let addr = "127.0.0.1:9".parse().unwrap();
+        let exec = |cmd: &[&str]| {
+            spec(CheckKind::Exec {
+                command: cmd.iter().map(|s| (*s).to_owned()).collect(),
+            })
+        };
+        assert_eq!(
+            check_once(&exec(&["sh", "-c", "test \"$ULVS_RS_PORT\" = 9"]), addr).await,
+            Ok(())
+        );
+        assert!(
+            check_once(&exec(&["sh", "-c", "exit 3"]), addr)
+                .await
+                .is_err()
+        );
+        let err = check_once(&exec(&["sleep", "5"]), addr).await.unwrap_err();
+        assert!(err.contains("no answer within"), "{err}");
+    }
+}
