@@ -350,6 +350,9 @@ fn service_from_pb(s: &pb::Service) -> Result<ObservedService, ClientError> {
     for a in &spec.local_addresses {
         local_addresses.push(ip(a, "local address")?);
     }
+    // Compared as a set: the planner sees no change in order alone.
+    local_addresses.sort();
+    local_addresses.dedup();
     let out = ServiceSpec {
         key,
         scheduler: if spec.scheduler.is_empty() {

@@ -1095,6 +1095,8 @@ impl Decoder<'_> {
                 }
             }
         }
+        local_addresses.sort();
+        local_addresses.dedup();
         let max_new = self.u32_attr(&mut f, "max_new_connections_per_second", 0);
         let forward = match self.get(&mut f, "forward") {
             None => Forward::Route,

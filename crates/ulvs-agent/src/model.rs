@@ -165,7 +165,7 @@ pub struct ServiceSpec {
     pub one_packet: bool,
     /// Labels, including the owner label.
     pub labels: BTreeMap<String, String>,
-    /// FULLNAT local addresses.
+    /// FULLNAT local addresses, sorted.
     pub local_addresses: Vec<IpAddr>,
     /// New-connection rate cap; 0 is none.
     pub max_new_connections_per_second: u32,
