@@ -310,7 +310,9 @@ pub enum DropReason {
     /// The buffer had too little headroom for the headers to add.
     NoHeadroom,
     /// A packet that would exceed the path MTU once encapsulated and may not be fragmented
-    /// (IPv4 DF, or IPv6).
+    /// (IPv4 DF, or IPv6), for which no FRAG_NEEDED / Packet Too Big could be sent instead (it
+    /// is an ICMP error or a later fragment, the announced MTU would not help, or the buffer
+    /// cannot hold the error).
     TooBig,
     /// A GSO super-packet (see [`Offload::gso_size`]) for a forwarding method whose output
     /// cannot carry the GSO type (encapsulation). The packet is left unchanged, so the caller

@@ -81,14 +81,10 @@ fn encap(engine: &Engine, pkt: &mut PacketBuf<'_>, conn: &Conn, fwd: &Fwd) -> Ve
         m => m,
     } as usize;
     let len = pkt.len();
-    if len + overhead > mtu {
-        let room = mtu.saturating_sub(overhead);
-        // IPv4 without DF is fragmented by the kernel (outer DF copies the inner one); IPv6
-        // and IPv4 with DF are answered with Packet Too Big / FRAG_NEEDED.
-        if inner.v6 || inner.df {
-            let _ = room;
-            return engine.drops.count(DropReason::TooBig);
-        }
+    // As IPVS: IPv4 without DF goes on (the outer header copies the clear DF, so the kernel
+    // fragments the outer packet); IPv6 and IPv4 with DF are answered.
+    if len + overhead > mtu && (inner.v6 || inner.df) {
+        return too_big(engine, pkt, len, mtu.saturating_sub(overhead), inner.v6);
     }
     match tunnel::encapsulate(pkt.buf, pkt.start, len, inner, &fwd.tunnel, src, rs) {
         Ok(start) => {
@@ -97,5 +93,27 @@ fn encap(engine: &Engine, pkt: &mut PacketBuf<'_>, conn: &Conn, fwd: &Fwd) -> Ve
         }
         Err(EncapError::NoHeadroom) => engine.drops.count(DropReason::NoHeadroom),
         Err(EncapError::TooLong) => engine.drops.count(DropReason::Malformed),
+    }
+}
+
+/// Smallest MTU an IPv4 link must carry (RFC 791).
+const MIN_MTU_V4: usize = 68;
+/// Smallest MTU an IPv6 link must carry (RFC 8200).
+const MIN_MTU_V6: usize = 1280;
+
+/// Answers a packet of `len` bytes that does not fit the `room` left inside the tunnel with
+/// FRAG_NEEDED / Packet Too Big to its sender, announcing `room` (for IPv6 at least 1280, the
+/// smallest MTU a sender may be told). Where no error can help (the packet already fits the
+/// announced MTU, or an IPv4 path leaves less than 68 bytes) or none may be sent (the packet is
+/// an ICMP error or a later fragment, see [`crate::icmp::packet_too_big`]), it is a counted
+/// [`DropReason::TooBig`].
+fn too_big(engine: &Engine, pkt: &mut PacketBuf<'_>, len: usize, room: usize, v6: bool) -> Verdict {
+    let announce = if v6 { room.max(MIN_MTU_V6) } else { room };
+    if len <= announce || (!v6 && room < MIN_MTU_V4) {
+        return engine.drops.count(DropReason::TooBig);
+    }
+    match crate::icmp::packet_too_big(pkt, announce as u32) {
+        Ok(()) => Verdict::Reply,
+        Err(_) => engine.drops.count(DropReason::TooBig),
     }
 }

@@ -285,3 +285,230 @@ fn tunnel_settings_are_validated() {
     assert_eq!(gue(6080, TunnelChecksum::Remcsum).info(), "gue:6080:r+c");
     assert_eq!(TunnelConfig::default().info(), "ipip");
 }
+
+// ---- path MTU ------------------------------------------------------------------------------
+
+/// An ICMP error from `src` to `dst` quoting `quote`, built by etherparse (its checksums are
+/// computed from scratch there); an IPv4 error goes out with DF clear and ID 0.
+fn icmp4_error(src: [u8; 4], dst: [u8; 4], mtu: u16, quote: &[u8]) -> Vec<u8> {
+    use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
+    let ty = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+        next_hop_mtu: mtu,
+    });
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .icmpv4(ty)
+        .write(&mut out, quote)
+        .unwrap();
+    let (mut h, _) = Ipv4Header::from_slice(&out).unwrap();
+    h.dont_fragment = false;
+    h.header_checksum = h.calc_header_checksum();
+    out[..20].copy_from_slice(&h.to_bytes());
+    out
+}
+
+fn icmp6_too_big(src: &str, dst: &str, mtu: u32, quote: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ipv6(v6(src), v6(dst), 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu })
+        .write(&mut out, quote)
+        .unwrap();
+    out
+}
+
+/// Checks the Internet checksums of an ICMP error with etherparse's own parser and sums.
+fn assert_checksums_valid(out: &[u8]) {
+    let p = etherparse::SlicedPacket::from_ip(out).expect("parses");
+    match p.net.expect("ip") {
+        etherparse::NetSlice::Ipv4(ip) => {
+            let h = ip.header().to_header();
+            assert_eq!(h.header_checksum, h.calc_header_checksum());
+            let Some(etherparse::TransportSlice::Icmpv4(m)) = p.transport else {
+                panic!("not ICMPv4");
+            };
+            assert_eq!(m.checksum(), m.icmp_type().calc_checksum(m.payload()));
+        }
+        etherparse::NetSlice::Ipv6(ip) => {
+            let h = ip.header();
+            let Some(etherparse::TransportSlice::Icmpv6(m)) = p.transport else {
+                panic!("not ICMPv6");
+            };
+            let want = m
+                .icmp_type()
+                .calc_checksum(h.source(), h.destination(), m.payload())
+                .unwrap();
+            assert_eq!(m.checksum(), want);
+        }
+        _ => panic!("not IP"),
+    }
+}
+
+/// A tunnel engine whose path to RS1 has MTU `mtu`, with an established flow CLIENT:40000 ->
+/// VIP:80 (its SYN forwarded).
+fn pmtu_engine(t: TunnelConfig, mtu: u32) -> ulvs_engine::Engine {
+    let e = tun_engine(t, Protocol::Tcp, 80);
+    e.set_path_mtu(RS1.into(), mtu);
+    let (v, _) = run_big(&e, &tcp(CLIENT, 40000, VIP, 80, SYN, &[]));
+    assert_eq!(v, Verdict::Forward);
+    e
+}
+
+#[test]
+fn oversize_df_packet_to_a_tunnel_gets_frag_needed_with_the_reduced_mtu() {
+    for (t, overhead) in [
+        (TunnelConfig::default(), 20),
+        (gue(6080, TunnelChecksum::None), 32),
+    ] {
+        let e = pmtu_engine(t, 1400);
+        let room = 1400 - overhead;
+        // The largest packet that fits goes through the tunnel.
+        let fits = tcp(CLIENT, 40000, VIP, 80, ACK, &vec![0x33; room - 40]);
+        assert_eq!(fits[6] & 0x40, 0x40, "etherparse sets DF");
+        let (v, out) = run_big(&e, &fits);
+        assert_eq!(v, Verdict::Forward);
+        assert_eq!(out.len(), 1400);
+        // One byte more is answered: FRAG_NEEDED from the VIP to the client, next-hop MTU
+        // the room inside the tunnel, quoting the first 576 - 28 bytes.
+        let big = tcp(CLIENT, 40000, VIP, 80, ACK, &vec![0x33; room - 39]);
+        let before = e.stats();
+        let (v, out) = run_big(&e, &big);
+        let want = icmp4_error(VIP, CLIENT, room as u16, &big[..548]);
+        assert!(
+            v == Verdict::Reply && out == want,
+            "{t:?}: verdict {v:?}\noutput:\n{}expected:\n{}",
+            hex(&out),
+            hex(&want)
+        );
+        assert_checksums_valid(&out);
+        // The client's packet reached the connection (counted in), nothing was dropped.
+        let n = big.len() as i64;
+        assert_delta(
+            &before,
+            &e.stats(),
+            &[
+                ("TCP 198.18.1.1:80 in_pkts", 1),
+                ("TCP 198.18.1.1:80 in_bytes", n),
+                ("TCP 198.18.1.1:80 -> 198.19.0.11:80 in_pkts", 1),
+                ("TCP 198.18.1.1:80 -> 198.19.0.11:80 in_bytes", n),
+            ],
+        );
+    }
+}
+
+#[test]
+fn the_frag_needed_bytes_are_pinned() {
+    // IPIP, path MTU 1400: a 1401-byte DF packet gets type 3 code 4 with MTU 1380.
+    let e = pmtu_engine(TunnelConfig::default(), 1400);
+    let big = tcp(CLIENT, 40000, VIP, 80, ACK, &[0x44; 1361]);
+    let (v, out) = run_big(&e, &big);
+    assert_eq!(v, Verdict::Reply);
+    let mut want = vec![0x45, 0, 0x02, 0x40, 0, 0, 0, 0, 64, 1, 0, 0];
+    want.extend_from_slice(&VIP);
+    want.extend_from_slice(&CLIENT);
+    let c = csum(&want);
+    want[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x64];
+    icmp.extend_from_slice(&big[..548]);
+    let c = csum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    want.extend_from_slice(&icmp);
+    assert_eq!(out, want, "output:\n{}", hex(&out));
+}
+
+#[test]
+fn oversize_ipv4_without_df_is_encapsulated_for_the_kernel_to_fragment() {
+    let e = pmtu_engine(TunnelConfig::default(), 1400);
+    let mut big = tcp(CLIENT, 40000, VIP, 80, ACK, &[0x55; 1400]);
+    big[6] &= !0x40;
+    big[10..12].copy_from_slice(&[0, 0]);
+    let c = csum(&big[..20]);
+    big[10..12].copy_from_slice(&c.to_be_bytes());
+    let before = e.stats();
+    check(&e, &big, &outer_v4(4, &big, &big));
+    let n = big.len() as i64;
+    // The flow's first ACK also establishes it (inactive -> active).
+    assert_delta(
+        &before,
+        &e.stats(),
+        &[
+            ("TCP 198.18.1.1:80 in_pkts", 1),
+            ("TCP 198.18.1.1:80 in_bytes", n),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 in_pkts", 1),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 in_bytes", n),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 active", 1),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 inactive", -1),
+        ],
+    );
+}
+
+fn tun6_engine(mtu: u32) -> ulvs_engine::Engine {
+    let mut d = dest_at(sa6(RS6_1, 80), ForwardMethod::Tunnel, 1);
+    d.tunnel = TunnelConfig::default();
+    let e = engine_with(vec![service_at(
+        Protocol::Tcp,
+        sa6(VIP6, 80),
+        vec![d],
+        vec![],
+    )]);
+    e.set_director(Director {
+        tunnel_source_v6: Some("fd00:1b5:9::1".parse().unwrap()),
+        ..Director::default()
+    });
+    e.set_path_mtu(RS6_1.parse().unwrap(), mtu);
+    let (v, _) = run_big(&e, &tcp6(CLIENT6, 40000, VIP6, 80, SYN, &[]));
+    assert_eq!(v, Verdict::Forward);
+    e
+}
+
+#[test]
+fn oversize_ipv6_to_a_tunnel_gets_packet_too_big_of_at_least_1280() {
+    // Path MTU 1400, IPv6-in-IPv6: 1360 left; a 1361-byte packet is answered, quoting as
+    // much as fits in 1280 bytes.
+    let e = tun6_engine(1400);
+    let fits = tcp6(CLIENT6, 40000, VIP6, 80, ACK, &[0x66; 1360 - 60]);
+    assert_eq!(run_big(&e, &fits).0, Verdict::Forward);
+    let big = tcp6(CLIENT6, 40000, VIP6, 80, ACK, &[0x66; 1361 - 60]);
+    let before = e.stats();
+    let (v, out) = run_big(&e, &big);
+    let want = icmp6_too_big(VIP6, CLIENT6, 1360, &big[..1280 - 48]);
+    assert!(
+        v == Verdict::Reply && out == want,
+        "verdict {v:?}\noutput:\n{}expected:\n{}",
+        hex(&out),
+        hex(&want)
+    );
+    assert_checksums_valid(&out);
+    let n = big.len() as i64;
+    assert_delta(
+        &before,
+        &e.stats(),
+        &[
+            ("TCP [fd00:1b5:1::1]:80 in_pkts", 1),
+            ("TCP [fd00:1b5:1::1]:80 in_bytes", n),
+            ("TCP [fd00:1b5:1::1]:80 -> [fd00:1b5:2::11]:80 in_pkts", 1),
+            ("TCP [fd00:1b5:1::1]:80 -> [fd00:1b5:2::11]:80 in_bytes", n),
+        ],
+    );
+
+    // Path MTU 1300: 1260 left, below the IPv6 minimum. A 1300-byte packet is told 1280; a
+    // 1280-byte one, which no announcement can shrink, is a counted drop.
+    let e = tun6_engine(1300);
+    let big = tcp6(CLIENT6, 40000, VIP6, 80, ACK, &[0x77; 1300 - 60]);
+    let (v, out) = run_big(&e, &big);
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(out, icmp6_too_big(VIP6, CLIENT6, 1280, &big[..1280 - 48]));
+    let min = tcp6(CLIENT6, 40000, VIP6, 80, ACK, &[0x77; 1280 - 60]);
+    let before = e.stats();
+    assert_eq!(run_big(&e, &min).0, Verdict::Drop(DropReason::TooBig));
+    assert_delta(
+        &before,
+        &e.stats(),
+        &[
+            ("TCP [fd00:1b5:1::1]:80 in_pkts", 1),
+            ("TCP [fd00:1b5:1::1]:80 in_bytes", 1280),
+            ("TCP [fd00:1b5:1::1]:80 -> [fd00:1b5:2::11]:80 in_pkts", 1),
+            ("TCP [fd00:1b5:1::1]:80 -> [fd00:1b5:2::11]:80 in_bytes", 1280),
+            ("drop too_big", 1),
+        ],
+    );
+}
