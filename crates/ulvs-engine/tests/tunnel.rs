@@ -507,7 +507,10 @@ fn oversize_ipv6_to_a_tunnel_gets_packet_too_big_of_at_least_1280() {
             ("TCP [fd00:1b5:1::1]:80 in_pkts", 1),
             ("TCP [fd00:1b5:1::1]:80 in_bytes", 1280),
             ("TCP [fd00:1b5:1::1]:80 -> [fd00:1b5:2::11]:80 in_pkts", 1),
-            ("TCP [fd00:1b5:1::1]:80 -> [fd00:1b5:2::11]:80 in_bytes", 1280),
+            (
+                "TCP [fd00:1b5:1::1]:80 -> [fd00:1b5:2::11]:80 in_bytes",
+                1280,
+            ),
             ("drop too_big", 1),
         ],
     );
