@@ -6,11 +6,14 @@ use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use tonic::transport::Channel;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
 
-use crate::counters::{self, ListView};
+use crate::counters::{self, ListView, ServerColumns};
 use crate::format::{self, ListStyle};
 use crate::model::{
     Forward, Protocol, RealServerSpec, ServiceKey, ServiceSpec, TunnelCsum, TunnelKind,
@@ -35,14 +38,68 @@ pub fn socket_path(flag: Option<&Path>, env: Option<OsString>) -> PathBuf {
     }
 }
 
+/// How to reach ulvsd's TCP listener (`--server` and its options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// `https://HOST:PORT`.
+    pub url: String,
+    /// `--tls-ca`: CA certificates (PEM) that the daemon's certificate must chain to.
+    pub tls_ca: PathBuf,
+    /// `--tls-cert` and `--tls-key`: the client certificate chain and key (PEM).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// `--token-file`: the bearer token is the file's first line.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Where ulvsd is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The unix socket at this path.
+    Unix(PathBuf),
+    /// The TCP listener.
+    Tcp(Remote),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Unix(p) => write!(f, "{}", p.display()),
+            Target::Tcp(r) => f.write_str(&r.url),
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request when a token is set.
+#[derive(Clone, Default)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_tuple("Bearer").field(&self.0.is_some()).finish()
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// Why a command did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Nothing usable listens on the socket.
-    #[error("cannot connect to ulvsd at {path}: {reason}")]
+    /// Nothing usable listens on the socket or at the URL.
+    #[error("cannot connect to ulvsd at {target}: {reason}")]
     Connect {
-        /// The socket path.
-        path: PathBuf,
+        /// The socket path or the URL.
+        target: String,
         /// The underlying error chain, on one line.
         reason: String,
     },
@@ -55,6 +112,16 @@ pub enum ClientError {
         code: tonic::Code,
         /// The daemon's message.
         message: String,
+    },
+    /// A file named by `--tls-ca`, `--tls-cert`, `--tls-key` or `--token-file` is unusable.
+    #[error("{option} {path}: {reason}")]
+    File {
+        /// The option that named the file.
+        option: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// `-L -t/-u` named a service the daemon does not have.
     #[error("No such service: {0}")]
@@ -91,16 +158,82 @@ fn rpc_error(method: &'static str, status: tonic::Status) -> ClientError {
 }
 
 /// A connected client.
-pub type Client = UlvsClient<Channel>;
+pub type Client = UlvsClient<InterceptedService<Channel, Bearer>>;
 
-/// Connects to ulvsd at `path`.
+/// Connects to ulvsd's unix socket at `path`.
 pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-    ulvs_proto::connect_unix(path)
+    let channel =
+        ulvs_proto::connect_unix_channel(path)
+            .await
+            .map_err(|e| ClientError::Connect {
+                target: path.display().to_string(),
+                reason: chain(&e),
+            })?;
+    Ok(UlvsClient::with_interceptor(channel, Bearer::default()))
+}
+
+fn read_file(option: &'static str, path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|e| ClientError::File {
+        option,
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// The bearer token in `path`: its first line, trimmed, not empty (as ulvsd reads its own).
+pub fn read_token(path: &Path) -> Result<AsciiMetadataValue, ClientError> {
+    let bad = |reason: &str| ClientError::File {
+        option: "--token-file",
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let bytes = read_file("--token-file", path)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("the token is not UTF-8"))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(bad("the token is empty"));
+    }
+    let value: MetadataValue<_> = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| bad("the token is not printable ASCII"))?;
+    Ok(value)
+}
+
+/// Connects to ulvsd's TCP listener with TLS (and a client certificate and token if given).
+pub async fn connect_tcp(remote: &Remote) -> Result<Client, ClientError> {
+    let ca = read_file("--tls-ca", &remote.tls_ca)?;
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((cert, key)) = &remote.client_identity {
+        tls = tls.identity(Identity::from_pem(
+            read_file("--tls-cert", cert)?,
+            read_file("--tls-key", key)?,
+        ));
+    }
+    let token = match &remote.token_file {
+        Some(p) => Some(read_token(p)?),
+        None => None,
+    };
+    let failed = |e: tonic::transport::Error| ClientError::Connect {
+        target: remote.url.clone(),
+        reason: chain(&e),
+    };
+    let channel = Endpoint::from_shared(remote.url.clone())
+        .map_err(failed)?
+        .tls_config(tls)
+        .map_err(failed)?
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .connect()
         .await
-        .map_err(|e| ClientError::Connect {
-            path: path.to_path_buf(),
-            reason: chain(&e),
-        })
+        .map_err(failed)?;
+    Ok(UlvsClient::with_interceptor(channel, Bearer(token)))
+}
+
+/// Connects to ulvsd wherever `target` says.
+pub async fn connect_target(target: &Target) -> Result<Client, ClientError> {
+    match target {
+        Target::Unix(path) => connect(path).await,
+        Target::Tcp(remote) => connect_tcp(remote).await,
+    }
 }
 
 fn protocol_to_pb(p: Protocol) -> pb::Protocol {
@@ -191,6 +324,7 @@ async fn list(
         numeric: opts.numeric,
         sort: opts.sort,
     };
+    let json = opts.output == OutputFormat::Json;
     match opts.view {
         ListView::Timeout => {
             let t = client
@@ -200,7 +334,11 @@ async fn list(
                 .into_inner()
                 .timeouts
                 .unwrap_or_default();
-            return Ok(counters::timeout_text(&t));
+            return Ok(if json {
+                counters::timeout_json(&t)
+            } else {
+                counters::timeout_text(&t)
+            });
         }
         ListView::Connections => {
             let mut stream = client
@@ -226,9 +364,18 @@ async fn list(
                         )
                 });
             }
-            return Ok(counters::connections_text(&conns, opts.numeric, names));
+            return Ok(if json {
+                counters::connections_json(&conns)
+            } else {
+                counters::connections_text(&conns, opts.numeric, names)
+            });
         }
-        ListView::Table | ListView::Stats | ListView::Rate | ListView::TunInfo => {}
+        ListView::Table
+        | ListView::Stats
+        | ListView::Rate
+        | ListView::TunInfo
+        | ListView::Thresholds
+        | ListView::PersistentConn => {}
     }
     let mut services = list_services(client).await?;
     if let Some(key) = &opts.service {
@@ -237,37 +384,43 @@ async fn list(
             return Err(ClientError::NoSuchService(key.to_string()));
         }
     }
-    match opts.output {
-        OutputFormat::Json => Ok(format::list_json(&services, opts.sort)),
-        // ipvsadm prints no version header when listing one service.
-        OutputFormat::Text => {
-            // ipvsadm prints no version header when listing one service.
-            let info = match opts.service {
-                Some(_) => None,
-                None => Some(
-                    client
-                        .get_info(pb::GetInfoRequest {})
-                        .await
-                        .map_err(|s| rpc_error("GetInfo", s))?
-                        .into_inner(),
-                ),
-            };
-            Ok(match opts.view {
-                ListView::Stats | ListView::Rate => counters::counters_text(
-                    info.as_ref(),
-                    &services,
-                    style,
-                    opts.view == ListView::Rate,
-                    opts.exact,
-                    names,
-                ),
-                ListView::TunInfo => {
-                    format::list_tun_info_text(info.as_ref(), &services, style, names)
-                }
-                _ => format::list_text(info.as_ref(), &services, style, names),
-            })
-        }
+    if json {
+        return Ok(format::list_json(&services, opts.sort));
     }
+    // ipvsadm prints no version header when listing one service.
+    let info = match opts.service {
+        Some(_) => None,
+        None => Some(
+            client
+                .get_info(pb::GetInfoRequest {})
+                .await
+                .map_err(|s| rpc_error("GetInfo", s))?
+                .into_inner(),
+        ),
+    };
+    let info = info.as_ref();
+    Ok(match opts.view {
+        ListView::Stats | ListView::Rate => counters::counters_text(
+            info,
+            &services,
+            style,
+            opts.view == ListView::Rate,
+            opts.exact,
+            names,
+        ),
+        ListView::Thresholds => {
+            counters::server_columns_text(info, &services, style, ServerColumns::Thresholds, names)
+        }
+        ListView::PersistentConn => counters::server_columns_text(
+            info,
+            &services,
+            style,
+            ServerColumns::PersistentConn,
+            names,
+        ),
+        ListView::TunInfo => format::list_tun_info_text(info, &services, style, names),
+        _ => format::list_text(info, &services, style, names),
+    })
 }
 
 /// `-R`: applies `changes` as one batch (all or none).
@@ -407,7 +560,11 @@ pub async fn execute(
             return Ok(crate::rules::save_text(&services, *opts, names));
         }
         // Restore needs its input: see [`apply`].
-        Command::Restore | Command::Help | Command::Version => {}
+        Command::Restore
+        | Command::Help
+        | Command::Version
+        | Command::Man
+        | Command::Completions(_) => {}
     }
     Ok(String::new())
 }

@@ -1,14 +1,21 @@
-//! Pure functions from `ulvs.v1` messages to ipvsadm's `-L --stats`, `-L --rate`, `-L -c` and
-//! `-L --timeout` text.
+//! Pure functions from `ulvs.v1` messages to ipvsadm's `-L --stats`, `-L --rate`,
+//! `-L --thresholds`, `-L --persistent-conn`, `-L -c` and `-L --timeout` text, and to the JSON
+//! of `-c` and `--timeout` (`-o json`).
 //!
 //! Layouts follow ipvsadm 1.31 (`print_title`, `print_service_entry`, `print_largenum`,
 //! `list_conn`): the stats and rate titles are `"%-33s %8s %8s %8s %8s %8s"` plus
 //! `"  -> RemoteAddress:Port"`; service rows are the `"%-4s %s"` service name padded to 33,
 //! real-server rows `"  -> %-28s"`; counters go through the large-number formatter (`%9llu`, or
 //! `%8lluK/M/G/T` from 1e8 on, unless `--exact`); rate rows print CPS and PPS as `" %8u"`.
+//! `--thresholds` titles are `"%-33s %-10s %-10s %-10s %-10s"` (`Uthreshold Lthreshold
+//! ActiveConn InActConn`), `--persistent-conn` titles `"%-33s %-9s %-11s %-10s %-10s"` (`Weight
+//! PersistConn ActiveConn InActConn`), both followed by `"  -> RemoteAddress:Port"`; their
+//! service rows are the plain `-L` service lines and their real-server rows
+//! `"  -> %-28s %-10u %-10u %-10u %-10u"` and `"  -> %-28s %-9u %-11u %-10u %-10u"`.
 //! Connection entries are `"%-3s %-6s %-11s %-18s %-18s %s"` under
 //! `IPVS connection entries`.
 
+use serde_json::{Value, json};
 use ulvs_proto::v1 as pb;
 
 use crate::format::{self, ListStyle, addr, addr_port_name, protocol};
@@ -25,6 +32,10 @@ pub enum ListView {
     Stats,
     /// `--rate`.
     Rate,
+    /// `--thresholds`.
+    Thresholds,
+    /// `--persistent-conn`.
+    PersistentConn,
     /// `-c`: connection entries.
     Connections,
     /// `--timeout`.
@@ -197,4 +208,106 @@ pub fn timeout_text(t: &pb::Timeouts) -> String {
         "Timeout (tcp tcpfin udp): {} {} {}\n",
         t.tcp, t.tcp_fin, t.udp
     )
+}
+
+/// Which per-real-server columns [`server_columns_text`] prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerColumns {
+    /// `--thresholds`: upper and lower threshold, active and inactive connections.
+    Thresholds,
+    /// `--persistent-conn`: weight, persistent, active and inactive connections.
+    PersistentConn,
+}
+
+/// The whole `-L --thresholds` or `-L --persistent-conn` output: header (when `info` is
+/// given), titles, the plain service lines and a row per real server.
+pub fn server_columns_text(
+    info: Option<&pb::GetInfoResponse>,
+    services: &[pb::Service],
+    style: ListStyle,
+    columns: ServerColumns,
+    names: &dyn Resolver,
+) -> String {
+    let mut out = String::new();
+    if let Some(info) = info {
+        out.push_str(&format::header(info));
+    }
+    let prot = "Prot LocalAddress:Port";
+    out.push_str(&match columns {
+        ServerColumns::Thresholds => format!(
+            "{prot:<33} {:<10} {:<10} {:<10} {:<10}\n",
+            "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+        ),
+        ServerColumns::PersistentConn => format!(
+            "{prot:<33} {:<9} {:<11} {:<10} {:<10}\n",
+            "Weight", "PersistConn", "ActiveConn", "InActConn"
+        ),
+    });
+    out.push_str("  -> RemoteAddress:Port\n");
+    for svc in format::ordered_services(services, style.sort) {
+        let default_spec = pb::ServiceSpec::default();
+        let spec = svc.spec.as_ref().unwrap_or(&default_spec);
+        let proto = spec.key.as_ref().and_then(|k| protocol(k.protocol));
+        out.push_str(&format::service_line(spec, style.numeric, names));
+        out.push('\n');
+        for rs in format::ordered_real_servers(&svc.real_servers, style.sort) {
+            let default_rs = pb::RealServerSpec::default();
+            let rs_spec = rs.spec.as_ref().unwrap_or(&default_rs);
+            out.push_str(&rs_name(rs, proto, style.numeric, names));
+            out.push_str(&match columns {
+                ServerColumns::Thresholds => format!(
+                    " {:<10} {:<10} {:<10} {:<10}\n",
+                    rs_spec.upper_threshold,
+                    rs_spec.lower_threshold,
+                    rs.active_connections,
+                    rs.inactive_connections
+                ),
+                ServerColumns::PersistentConn => format!(
+                    " {:<9} {:<11} {:<10} {:<10}\n",
+                    rs_spec.weight,
+                    rs.persistent_connections,
+                    rs.active_connections,
+                    rs.inactive_connections
+                ),
+            });
+        }
+    }
+    out
+}
+
+fn protocol_json(v: i32) -> Value {
+    pb::Protocol::try_from(v).map_or_else(|_| Value::from(v), |p| Value::from(p.as_str_name()))
+}
+
+/// `-L -c -o json`: `{"connections": [...]}`, field names as in `ulvs.proto`'s `Connection`.
+pub fn connections_json(conns: &[pb::Connection]) -> String {
+    let conns: Vec<Value> = conns
+        .iter()
+        .map(|c| {
+            json!({
+                "protocol": protocol_json(c.protocol),
+                "client_address": c.client_address,
+                "client_port": c.client_port,
+                "virtual_address": c.virtual_address,
+                "virtual_port": c.virtual_port,
+                "local_address": c.local_address,
+                "local_port": c.local_port,
+                "real_server_address": c.real_server_address,
+                "real_server_port": c.real_server_port,
+                "forward": pb::ForwardMethod::try_from(c.forward)
+                    .map_or_else(|_| Value::from(c.forward), |f| Value::from(f.as_str_name())),
+                "state": c.state,
+                "expires_in_ms": c.expires_in_ms,
+                "template": c.template,
+            })
+        })
+        .collect();
+    format::pretty_json(&json!({ "connections": conns }))
+}
+
+/// `-L --timeout -o json`: `{"timeouts": {"tcp": .., "tcp_fin": .., "udp": ..}}` in seconds.
+pub fn timeout_json(t: &pb::Timeouts) -> String {
+    format::pretty_json(&json!({
+        "timeouts": { "tcp": t.tcp, "tcp_fin": t.tcp_fin, "udp": t.udp }
+    }))
 }

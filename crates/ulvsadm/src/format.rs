@@ -380,6 +380,17 @@ fn stats_json(s: Option<&pb::Stats>) -> Value {
     })
 }
 
+fn rates_json(r: Option<&pb::Rates>) -> Value {
+    let r = r.copied().unwrap_or_default();
+    json!({
+        "connections_per_second": r.connections_per_second,
+        "in_packets_per_second": r.in_packets_per_second,
+        "out_packets_per_second": r.out_packets_per_second,
+        "in_bytes_per_second": r.in_bytes_per_second,
+        "out_bytes_per_second": r.out_bytes_per_second,
+    })
+}
+
 fn key_json(k: Option<&pb::ServiceKey>) -> Value {
     let k = k.cloned().unwrap_or_default();
     json!({
@@ -416,6 +427,7 @@ pub fn service_json(svc: &pb::Service, sort: bool) -> Value {
                 "inactive_connections": rs.inactive_connections,
                 "persistent_connections": rs.persistent_connections,
                 "stats": stats_json(rs.stats.as_ref()),
+                "rates": rates_json(rs.rates.as_ref()),
             });
             if s.forward == pb::ForwardMethod::Tunnel as i32 {
                 v["spec"]["tunnel_type"] = pb::TunnelType::try_from(s.tunnel_type)
@@ -442,18 +454,25 @@ pub fn service_json(svc: &pb::Service, sort: bool) -> Value {
         },
         "real_servers": real_servers,
         "stats": stats_json(svc.stats.as_ref()),
+        "rates": rates_json(svc.rates.as_ref()),
     })
 }
 
-/// `-L -o json`: `{"services": [...]}`, the ListServices response, in the same order as the
-/// text output. Field and enum names are the proto's; 64-bit counters are JSON numbers.
+/// `-L -o json` (also with `--stats`, `--rate`, `--thresholds` and `--persistent-conn`, which
+/// show parts of the same data): `{"services": [...]}`, the ListServices response, in the same
+/// order as the text output. Field and enum names are the proto's; 64-bit counters are JSON numbers.
 pub fn list_json(services: &[pb::Service], sort: bool) -> String {
     let services: Vec<Value> = ordered_services(services, sort)
         .into_iter()
         .map(|s| service_json(s, sort))
         .collect();
-    let mut text = serde_json::to_string_pretty(&json!({ "services": services }))
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    pretty_json(&json!({ "services": services }))
+}
+
+/// Indented JSON and a newline.
+pub(crate) fn pretty_json(v: &Value) -> String {
+    // A `Value` always serialises.
+    let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
     text.push('\n');
     text
 }

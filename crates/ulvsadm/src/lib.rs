@@ -1,7 +1,9 @@
 //! ulvsadm: an ipvsadm-compatible command-line client for ulvsd, speaking `ulvs.v1` gRPC over
-//! a unix socket.
+//! a unix socket, or over TCP with TLS (`--server`).
 //!
 //! # Layout
+//! - [`cli`]: the clap declaration of every option; `--help`, `--man` and `--completions` are
+//!   rendered from it and the parser's option table is derived from it.
 //! - [`parse`]: ipvsadm's grammar, argument words to a [`parse::Command`]; no I/O except
 //!   optional name lookups through a [`names::Resolver`].
 //! - [`format`](mod@format): pure functions from `ulvs.v1` messages to ipvsadm's `-L` text and to JSON.
@@ -18,8 +20,9 @@
 //! - `-R` reads all of standard input first; a bad line prints `ulvsadm: line N: <message>` and
 //!   exits 2 with nothing applied; then the whole input is one `Apply` batch.
 //! - Daemon errors print `ulvsadm: <Rpc>: <message>` and exit 1; an unreachable daemon prints
-//!   `ulvsadm: cannot connect to ulvsd at <path>: <reason>` and exits 1.
+//!   `ulvsadm: cannot connect to ulvsd at <path or URL>: <reason>` and exits 1.
 
+pub mod cli;
 pub mod client;
 pub mod counters;
 pub mod explain;
@@ -51,6 +54,8 @@ pub fn run<S: AsRef<str>>(args: &[S]) -> u8 {
     let text = match &inv.command {
         Command::Help => help::usage(),
         Command::Version => help::version(),
+        Command::Man => cli::man_page(),
+        Command::Completions(shell) => cli::completions(*shell),
         cmd => {
             let restore = if matches!(cmd, Command::Restore) {
                 let mut input = String::new();
@@ -68,8 +73,13 @@ pub fn run<S: AsRef<str>>(args: &[S]) -> u8 {
             } else {
                 None
             };
-            let path =
-                client::socket_path(inv.socket.as_deref(), std::env::var_os(client::SOCKET_ENV));
+            let target = match &inv.remote {
+                Some(remote) => client::Target::Tcp(remote.clone()),
+                None => client::Target::Unix(client::socket_path(
+                    inv.socket.as_deref(),
+                    std::env::var_os(client::SOCKET_ENV),
+                )),
+            };
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -81,7 +91,7 @@ pub fn run<S: AsRef<str>>(args: &[S]) -> u8 {
                 }
             };
             let result = runtime.block_on(async {
-                let mut c = client::connect(&path).await?;
+                let mut c = client::connect_target(&target).await?;
                 match restore {
                     Some(changes) => client::apply(&mut c, changes).await,
                     None => client::execute(&mut c, cmd, &names).await,

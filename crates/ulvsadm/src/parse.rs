@@ -22,6 +22,10 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use crate::cli;
+use crate::client::Remote;
 
 use crate::model::{
     DEFAULT_PERSISTENCE_TIMEOUT, DEFAULT_SCHEDULER, Forward, MAX_TIMEOUT, Protocol, RealServerSpec,
@@ -78,6 +82,10 @@ pub enum Command {
     Help,
     /// `-v` / `--version`.
     Version,
+    /// `--man`: print the man page.
+    Man,
+    /// `--completions SHELL`: print a completion script.
+    Completions(clap_complete::Shell),
 }
 
 /// How to list.
@@ -149,6 +157,8 @@ pub struct Invocation {
     pub command: Command,
     /// `--socket PATH`, if given.
     pub socket: Option<PathBuf>,
+    /// `--server URL` and its TLS options, if given.
+    pub remote: Option<Remote>,
 }
 
 /// A command line that ipvsadm would reject. Every variant exits with status 2.
@@ -201,7 +211,7 @@ enum ArgKind {
     Optional,
 }
 
-/// Every option word ulvsadm recognises, including ipvsadm's that it does not implement yet.
+/// What an option word means to the parser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
     Cmd(Cmd),
@@ -222,106 +232,174 @@ enum Key {
     FullNat,
     /// `--tun-nocsum`, `--tun-csum`, `--tun-remcsum`.
     TunCsum(TunnelCsum),
+    /// `--server` and its TLS options.
+    Remote(RemoteOpt),
+    /// `--completions SHELL`.
+    Completions,
+    /// `--man`.
+    Man,
 }
 
+/// The options of a TCP connection to ulvsd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemoteOpt {
+    Server,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    TokenFile,
+}
+
+/// One option of the tokenizer's table, derived from [`cli::command`].
+#[derive(Debug)]
 struct Spec {
-    long: &'static str,
-    short: Option<char>,
+    long: String,
+    shorts: Vec<char>,
     arg: ArgKind,
     key: Key,
 }
 
-const fn spec(long: &'static str, short: Option<char>, arg: ArgKind, key: Key) -> Spec {
-    Spec {
-        long,
-        short,
-        arg,
-        key,
+use ArgKind::Required as ReqArg;
+
+/// What each option of [`cli::command`] means to the parser, by clap id (the long name).
+static KEYS: &[(&str, Key)] = &[
+    ("add-service", Key::Cmd(Cmd::Add)),
+    ("edit-service", Key::Cmd(Cmd::Edit)),
+    ("delete-service", Key::Cmd(Cmd::Del)),
+    ("clear", Key::Cmd(Cmd::Flush)),
+    ("list", Key::Cmd(Cmd::List)),
+    ("zero", Key::Cmd(Cmd::Zero)),
+    ("add-server", Key::Cmd(Cmd::AddDest)),
+    ("edit-server", Key::Cmd(Cmd::EditDest)),
+    ("delete-server", Key::Cmd(Cmd::DelDest)),
+    ("set", Key::Cmd(Cmd::SetTimeout)),
+    ("help", Key::Help),
+    ("version", Key::Version),
+    ("restore", Key::Cmd(Cmd::Restore)),
+    ("save", Key::Cmd(Cmd::Save)),
+    ("start-daemon", Key::UnsupportedCmd("start-daemon")),
+    ("stop-daemon", Key::UnsupportedCmd("stop-daemon")),
+    ("tcp-service", Key::Tcp),
+    ("udp-service", Key::Udp),
+    ("sctp-service", Key::UnsupportedOpt),
+    ("fwmark-service", Key::UnsupportedOpt),
+    ("scheduler", Key::Opt(Opt::Scheduler)),
+    ("persistent", Key::Opt(Opt::Persistent)),
+    ("netmask", Key::Opt(Opt::Netmask)),
+    ("real-server", Key::Opt(Opt::Server)),
+    ("masquerading", Key::Masq),
+    ("ipip", Key::Ipip),
+    ("gatewaying", Key::Gatewaying),
+    ("fullnat", Key::FullNat),
+    ("weight", Key::Opt(Opt::Weight)),
+    ("u-threshold", Key::Opt(Opt::UThreshold)),
+    ("l-threshold", Key::Opt(Opt::LThreshold)),
+    ("numeric", Key::Opt(Opt::Numeric)),
+    ("connection", Key::Opt(Opt::Connection)),
+    ("mcast-interface", Key::UnsupportedOpt),
+    ("syncid", Key::UnsupportedOpt),
+    ("timeout", Key::Opt(Opt::Timeout)),
+    ("daemon", Key::UnsupportedOpt),
+    ("stats", Key::Opt(Opt::Stats)),
+    ("rate", Key::Opt(Opt::Rate)),
+    ("thresholds", Key::Opt(Opt::Thresholds)),
+    ("persistent-conn", Key::Opt(Opt::PersistentConn)),
+    ("nosort", Key::Opt(Opt::NoSort)),
+    ("sort", Key::Sort),
+    ("exact", Key::Opt(Opt::Exact)),
+    ("ipv6", Key::UnsupportedOpt),
+    ("ops", Key::ShortO),
+    ("pe", Key::UnsupportedOpt),
+    ("sched-flags", Key::Opt(Opt::SchedFlags)),
+    ("mcast-group", Key::UnsupportedOpt),
+    ("mcast-port", Key::UnsupportedOpt),
+    ("mcast-ttl", Key::UnsupportedOpt),
+    ("sync-maxlen", Key::UnsupportedOpt),
+    ("tun-info", Key::Opt(Opt::TunInfo)),
+    ("tun-type", Key::Opt(Opt::TunType)),
+    ("tun-port", Key::Opt(Opt::TunPort)),
+    ("tun-nocsum", Key::TunCsum(TunnelCsum::None)),
+    ("tun-csum", Key::TunCsum(TunnelCsum::Csum)),
+    ("tun-remcsum", Key::TunCsum(TunnelCsum::Remcsum)),
+    ("output", Key::Opt(Opt::Output)),
+    ("socket", Key::Socket),
+    ("server", Key::Remote(RemoteOpt::Server)),
+    ("tls-ca", Key::Remote(RemoteOpt::TlsCa)),
+    ("tls-cert", Key::Remote(RemoteOpt::TlsCert)),
+    ("tls-key", Key::Remote(RemoteOpt::TlsKey)),
+    ("token-file", Key::Remote(RemoteOpt::TokenFile)),
+    ("explain", Key::Cmd(Cmd::Explain)),
+    ("client", Key::Opt(Opt::Client)),
+    ("completions", Key::Completions),
+    ("man", Key::Man),
+];
+
+/// How the tokenizer treats an argument of [`cli::command`] (see the `cli` module doc).
+fn arg_kind(arg: &clap::Arg) -> ArgKind {
+    let range = arg.get_num_args().unwrap_or_default();
+    match (range.min_values(), range.max_values()) {
+        (0, 1) => ArgKind::Optional,
+        (1, 1) => ArgKind::Required,
+        // No value, or `--set`'s three values, which are the leftover words.
+        _ => ArgKind::None,
     }
 }
 
-use ArgKind::{None as NoArg, Optional as OptArg, Required as ReqArg};
+/// The tokenizer's option table: every argument of [`cli::command`] with its [`Key`].
+fn specs() -> &'static [Spec] {
+    static SPECS: OnceLock<Vec<Spec>> = OnceLock::new();
+    SPECS.get_or_init(|| {
+        let mut cmd = cli::command();
+        cmd.build();
+        cmd.get_arguments()
+            .filter_map(|a| {
+                let id = a.get_id().as_str();
+                // Every argument has a key (the `option_table_matches_clap` test checks it).
+                let key = KEYS.iter().find(|(k, _)| *k == id)?.1;
+                Some(Spec {
+                    long: a.get_long()?.to_string(),
+                    shorts: a.get_short_and_visible_aliases().unwrap_or_default(),
+                    arg: arg_kind(a),
+                    key,
+                })
+            })
+            .collect()
+    })
+}
 
-static SPECS: &[Spec] = &[
-    spec("add-service", Some('A'), NoArg, Key::Cmd(Cmd::Add)),
-    spec("edit-service", Some('E'), NoArg, Key::Cmd(Cmd::Edit)),
-    spec("delete-service", Some('D'), NoArg, Key::Cmd(Cmd::Del)),
-    spec("clear", Some('C'), NoArg, Key::Cmd(Cmd::Flush)),
-    spec("list", Some('L'), NoArg, Key::Cmd(Cmd::List)),
-    spec("list", Some('l'), NoArg, Key::Cmd(Cmd::List)),
-    spec("zero", Some('Z'), NoArg, Key::Cmd(Cmd::Zero)),
-    spec("add-server", Some('a'), NoArg, Key::Cmd(Cmd::AddDest)),
-    spec("edit-server", Some('e'), NoArg, Key::Cmd(Cmd::EditDest)),
-    spec("delete-server", Some('d'), NoArg, Key::Cmd(Cmd::DelDest)),
-    spec("set", None, NoArg, Key::Cmd(Cmd::SetTimeout)),
-    spec("help", Some('h'), NoArg, Key::Help),
-    spec("version", Some('v'), NoArg, Key::Version),
-    spec("restore", Some('R'), NoArg, Key::Cmd(Cmd::Restore)),
-    spec("save", Some('S'), NoArg, Key::Cmd(Cmd::Save)),
-    spec(
-        "start-daemon",
-        None,
-        ReqArg,
-        Key::UnsupportedCmd("start-daemon"),
-    ),
-    spec(
-        "stop-daemon",
-        None,
-        ReqArg,
-        Key::UnsupportedCmd("stop-daemon"),
-    ),
-    spec("tcp-service", Some('t'), ReqArg, Key::Tcp),
-    spec("udp-service", Some('u'), ReqArg, Key::Udp),
-    spec("sctp-service", None, ReqArg, Key::UnsupportedOpt),
-    spec("fwmark-service", Some('f'), ReqArg, Key::UnsupportedOpt),
-    spec("scheduler", Some('s'), ReqArg, Key::Opt(Opt::Scheduler)),
-    spec("persistent", Some('p'), OptArg, Key::Opt(Opt::Persistent)),
-    spec("netmask", Some('M'), ReqArg, Key::Opt(Opt::Netmask)),
-    spec("real-server", Some('r'), ReqArg, Key::Opt(Opt::Server)),
-    spec("masquerading", Some('m'), NoArg, Key::Masq),
-    spec("ipip", Some('i'), NoArg, Key::Ipip),
-    spec("gatewaying", Some('g'), NoArg, Key::Gatewaying),
-    spec("fullnat", None, NoArg, Key::FullNat),
-    spec("weight", Some('w'), ReqArg, Key::Opt(Opt::Weight)),
-    spec("u-threshold", Some('x'), ReqArg, Key::Opt(Opt::UThreshold)),
-    spec("l-threshold", Some('y'), ReqArg, Key::Opt(Opt::LThreshold)),
-    spec("numeric", Some('n'), NoArg, Key::Opt(Opt::Numeric)),
-    spec("connection", Some('c'), NoArg, Key::Opt(Opt::Connection)),
-    spec("mcast-interface", None, ReqArg, Key::UnsupportedOpt),
-    spec("syncid", None, ReqArg, Key::UnsupportedOpt),
-    spec("timeout", None, NoArg, Key::Opt(Opt::Timeout)),
-    spec("daemon", None, NoArg, Key::UnsupportedOpt),
-    spec("stats", None, NoArg, Key::Opt(Opt::Stats)),
-    spec("rate", None, NoArg, Key::Opt(Opt::Rate)),
-    spec("thresholds", None, NoArg, Key::UnsupportedOpt),
-    spec("persistent-conn", None, NoArg, Key::UnsupportedOpt),
-    spec("nosort", None, NoArg, Key::Opt(Opt::NoSort)),
-    spec("sort", None, NoArg, Key::Sort),
-    spec("exact", Some('X'), NoArg, Key::Opt(Opt::Exact)),
-    spec("ipv6", Some('6'), NoArg, Key::UnsupportedOpt),
-    spec("ops", Some('o'), NoArg, Key::ShortO),
-    spec("pe", None, ReqArg, Key::UnsupportedOpt),
-    spec("sched-flags", Some('b'), ReqArg, Key::Opt(Opt::SchedFlags)),
-    spec("mcast-group", None, ReqArg, Key::UnsupportedOpt),
-    spec("mcast-port", None, ReqArg, Key::UnsupportedOpt),
-    spec("mcast-ttl", None, ReqArg, Key::UnsupportedOpt),
-    spec("sync-maxlen", None, ReqArg, Key::UnsupportedOpt),
-    spec("tun-info", None, NoArg, Key::Opt(Opt::TunInfo)),
-    spec("tun-type", None, ReqArg, Key::Opt(Opt::TunType)),
-    spec("tun-port", None, ReqArg, Key::Opt(Opt::TunPort)),
-    spec("tun-nocsum", None, NoArg, Key::TunCsum(TunnelCsum::None)),
-    spec("tun-csum", None, NoArg, Key::TunCsum(TunnelCsum::Csum)),
-    spec(
-        "tun-remcsum",
-        None,
-        NoArg,
-        Key::TunCsum(TunnelCsum::Remcsum),
-    ),
-    spec("output", None, ReqArg, Key::Opt(Opt::Output)),
-    spec("socket", None, ReqArg, Key::Socket),
-    spec("explain", None, NoArg, Key::Cmd(Cmd::Explain)),
-    spec("client", None, ReqArg, Key::Opt(Opt::Client)),
-];
+/// The clap ids that the parser knows and the ids of [`cli::command`]'s arguments, for the
+/// test that checks they are the same set; also whether each clap argument is hidden exactly
+/// when the parser refuses it as unsupported.
+#[doc(hidden)]
+pub fn option_table_check() -> Result<(), String> {
+    let mut cmd = cli::command();
+    cmd.build();
+    let clap_ids: Vec<&str> = cmd.get_arguments().map(|a| a.get_id().as_str()).collect();
+    for id in &clap_ids {
+        if !KEYS.iter().any(|(k, _)| k == id) {
+            return Err(format!("clap argument `{id}' has no parser key"));
+        }
+    }
+    for (k, key) in KEYS {
+        let Some(arg) = cmd.get_arguments().find(|a| a.get_id().as_str() == *k) else {
+            return Err(format!("parser key `{k}' is not a clap argument"));
+        };
+        if arg.get_long() != Some(*k) {
+            return Err(format!("clap argument `{k}' has another long name"));
+        }
+        let unsupported = matches!(key, Key::UnsupportedOpt | Key::UnsupportedCmd(_));
+        if arg.is_hide_set() != unsupported {
+            return Err(format!(
+                "`{k}': hidden in clap is {}, unsupported in the parser is {unsupported}",
+                arg.is_hide_set()
+            ));
+        }
+    }
+    if specs().len() != clap_ids.len() {
+        return Err("an argument without a long name".to_string());
+    }
+    Ok(())
+}
 
 // ---------------------------------------------------------------------------------------------
 // Commands, options and ipvsadm's table of legal combinations
@@ -391,12 +469,14 @@ enum Opt {
     Timeout,
     Stats,
     Rate,
+    Thresholds,
+    PersistentConn,
     Exact,
     TunInfo,
     Client,
 }
 
-const ALL_OPTS: [Opt; 24] = [
+const ALL_OPTS: [Opt; 26] = [
     Opt::Numeric,
     Opt::Service,
     Opt::Scheduler,
@@ -418,6 +498,8 @@ const ALL_OPTS: [Opt; 24] = [
     Opt::Timeout,
     Opt::Stats,
     Opt::Rate,
+    Opt::Thresholds,
+    Opt::PersistentConn,
     Opt::Exact,
     Opt::TunInfo,
     Opt::Client,
@@ -449,6 +531,8 @@ impl Opt {
             Opt::Timeout => "timeout",
             Opt::Stats => "stats",
             Opt::Rate => "rate",
+            Opt::Thresholds => "thresholds",
+            Opt::PersistentConn => "persistent-conn",
             Opt::Exact => "exact",
             Opt::TunInfo => "tun-info",
         }
@@ -501,6 +585,8 @@ fn legality(cmd: Cmd, opt: Opt) -> Legal {
             | Opt::Output
             | Opt::Stats
             | Opt::Rate
+            | Opt::Thresholds
+            | Opt::PersistentConn
             | Opt::Exact
             | Opt::TunInfo => Optional,
             Opt::Service | Opt::Connection | Opt::Timeout => Exclusive,
@@ -692,13 +778,71 @@ fn parse_sched_flags(sched: &str, arg: &str) -> Result<Vec<String>, ParseError> 
 // ---------------------------------------------------------------------------------------------
 // The parser
 
+/// `--server` and its options as given.
+#[derive(Default)]
+struct RemoteWords {
+    server: Option<String>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+}
+
+impl RemoteWords {
+    /// Checks the combination; `socket` is whether `--socket` was given.
+    fn finish(self, socket: bool) -> Result<Option<Remote>, ParseError> {
+        let Some(url) = self.server else {
+            if self.tls_ca.is_some()
+                || self.tls_cert.is_some()
+                || self.tls_key.is_some()
+                || self.token_file.is_some()
+            {
+                return Err(invalid(
+                    "--tls-ca, --tls-cert, --tls-key and --token-file need --server",
+                ));
+            }
+            return Ok(None);
+        };
+        if socket {
+            return Err(invalid("--socket and --server cannot be used together"));
+        }
+        let rest = url.strip_prefix("https://").ok_or_else(|| {
+            invalid(format!(
+                "--server needs an https:// URL (ulvsd serves TCP with TLS only), not `{url}'"
+            ))
+        })?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(invalid(format!("--server `{url}' has no host")));
+        }
+        let Some(ca) = self.tls_ca else {
+            return Err(invalid(
+                "--server needs --tls-ca (the CA certificates that ulvsd's certificate chains to)",
+            ));
+        };
+        let client_identity = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(invalid("--tls-cert and --tls-key go together")),
+        };
+        Ok(Some(Remote {
+            url,
+            tls_ca: ca,
+            client_identity,
+            token_file: self.token_file,
+        }))
+    }
+}
+
 #[derive(Default)]
 struct State {
     cmd: Option<Cmd>,
     given: u32,
     socket: Option<PathBuf>,
+    remote: RemoteWords,
     help: bool,
     version: bool,
+    man: bool,
+    completions: Option<String>,
     service: Option<(Protocol, AddrPort)>,
     scheduler: Option<String>,
     persistent: Option<u32>,
@@ -741,6 +885,18 @@ impl State {
             Key::Help => self.help = true,
             Key::Version => self.version = true,
             Key::Socket => self.socket = Some(PathBuf::from(value_or_empty)),
+            Key::Man => self.man = true,
+            Key::Completions => self.completions = Some(value_or_empty.to_string()),
+            Key::Remote(r) => {
+                let v = Some(value_or_empty.to_string());
+                match r {
+                    RemoteOpt::Server => self.remote.server = v,
+                    RemoteOpt::TlsCa => self.remote.tls_ca = v.map(PathBuf::from),
+                    RemoteOpt::TlsCert => self.remote.tls_cert = v.map(PathBuf::from),
+                    RemoteOpt::TlsKey => self.remote.tls_key = v.map(PathBuf::from),
+                    RemoteOpt::TokenFile => self.remote.token_file = v.map(PathBuf::from),
+                }
+            }
             _ if self.cmd.is_none() => match key {
                 Key::Cmd(c) => self.cmd = Some(c),
                 Key::UnsupportedCmd(name) => {
@@ -865,6 +1021,8 @@ impl State {
                     | Opt::Timeout
                     | Opt::Stats
                     | Opt::Rate
+                    | Opt::Thresholds
+                    | Opt::PersistentConn
                     | Opt::Exact
                     | Opt::TunInfo => {}
                 }
@@ -875,16 +1033,16 @@ impl State {
 }
 
 fn find_long(name: &str) -> Option<&'static Spec> {
-    SPECS.iter().find(|s| s.long == name)
+    specs().iter().find(|s| s.long == name)
 }
 
 fn find_short(c: char, cmd: Option<Cmd>) -> Option<(ArgKind, Key)> {
     if c == 'o' && matches!(cmd, Some(Cmd::List | Cmd::Explain)) {
         return Some((ReqArg, Key::Opt(Opt::Output)));
     }
-    SPECS
+    specs()
         .iter()
-        .find(|s| s.short == Some(c))
+        .find(|s| s.shorts.contains(&c))
         .map(|s| (s.arg, s.key))
 }
 
@@ -989,18 +1147,32 @@ fn finish(
     names: &dyn Resolver,
 ) -> Result<Invocation, ParseError> {
     let socket = st.socket.clone();
+    if st.help {
+        return Ok(local(Command::Help));
+    }
+    if st.version {
+        return Ok(local(Command::Version));
+    }
+    if st.man {
+        return Ok(local(Command::Man));
+    }
+    if let Some(shell) = &st.completions {
+        let shell = shell.parse::<clap_complete::Shell>().map_err(|_| {
+            invalid(format!(
+                "unknown shell `{shell}' for --completions (bash, zsh, fish, elvish or powershell)"
+            ))
+        })?;
+        return Ok(local(Command::Completions(shell)));
+    }
+    let mut st = st;
+    let remote = std::mem::take(&mut st.remote).finish(socket.is_some())?;
     let done = |command| {
         Ok(Invocation {
             command,
             socket: socket.clone(),
+            remote: remote.clone(),
         })
     };
-    if st.help {
-        return done(Command::Help);
-    }
-    if st.version {
-        return done(Command::Version);
-    }
     let Some(cmd) = st.cmd else {
         if let Some(word) = leftovers.first() {
             return Err(ParseError::NoCommand(format!(
@@ -1088,7 +1260,15 @@ fn finish(
         Cmd::SetTimeout => return Err(invalid("--set needs three timeout values: tcp tcpfin udp")),
         Cmd::List => {
             let has = |o: Opt| st.given & o.bit() != 0;
-            // As ipvsadm: the rate view wins over stats.
+            if has(Opt::Connection) && has(Opt::PersistentConn) {
+                return Err(ParseError::Unsupported(
+                    "-c with --persistent-conn (persistence engine columns) is not supported by \
+                     ulvsadm"
+                        .to_string(),
+                ));
+            }
+            // As ipvsadm: the rate view wins over stats, both over thresholds, all three over
+            // persistent connections.
             let view = if has(Opt::Connection) {
                 ListView::Connections
             } else if has(Opt::Timeout) {
@@ -1097,6 +1277,10 @@ fn finish(
                 ListView::Rate
             } else if has(Opt::Stats) {
                 ListView::Stats
+            } else if has(Opt::Thresholds) {
+                ListView::Thresholds
+            } else if has(Opt::PersistentConn) {
+                ListView::PersistentConn
             } else if has(Opt::TunInfo) {
                 ListView::TunInfo
             } else {
@@ -1192,6 +1376,15 @@ fn finish(
         }
     };
     done(command)
+}
+
+/// A command that needs no daemon.
+fn local(command: Command) -> Invocation {
+    Invocation {
+        command,
+        socket: None,
+        remote: None,
+    }
 }
 
 /// `-M`: a dotted IPv4 mask for an IPv4 service, a prefix length 1..=128 for an IPv6 one.

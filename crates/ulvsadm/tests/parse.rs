@@ -759,3 +759,121 @@ fn zero_set_and_list_view_errors() {
         assert_eq!(e.to_string(), msg, "{line}");
     }
 }
+
+#[test]
+fn man_and_completions_need_no_command() {
+    assert_eq!(cmd("--man"), Command::Man);
+    assert_eq!(
+        cmd("--completions zsh"),
+        Command::Completions(clap_complete::Shell::Zsh)
+    );
+    assert_eq!(
+        cmd("--completions=fish"),
+        Command::Completions(clap_complete::Shell::Fish)
+    );
+    assert!(parse("--completions").is_err());
+}
+
+#[test]
+fn server_and_its_tls_options() {
+    let inv = parse(
+        "-L -n --server https://lb.example:9090 --tls-ca /etc/ulvs/ca.pem --tls-cert c.pem \
+         --tls-key k.pem --token-file /etc/ulvs/token",
+    )
+    .unwrap();
+    let remote = inv.remote.expect("remote");
+    assert_eq!(remote.url, "https://lb.example:9090");
+    assert_eq!(remote.tls_ca, PathBuf::from("/etc/ulvs/ca.pem"));
+    assert_eq!(
+        remote.client_identity,
+        Some((PathBuf::from("c.pem"), PathBuf::from("k.pem")))
+    );
+    assert_eq!(remote.token_file, Some(PathBuf::from("/etc/ulvs/token")));
+    assert_eq!(inv.socket, None);
+    // Without a client certificate or token.
+    let inv = parse("--server=https://[fd00:1b5::1]:9090 --tls-ca=ca.pem -C").unwrap();
+    assert_eq!(inv.command, Command::Clear);
+    let remote = inv.remote.expect("remote");
+    assert_eq!((remote.client_identity, remote.token_file), (None, None));
+    assert_eq!(parse("-L").unwrap().remote, None);
+
+    for (line, msg) in [
+        (
+            "-L --server http://lb:9090 --tls-ca ca.pem",
+            "--server needs an https:// URL (ulvsd serves TCP with TLS only), not `http://lb:9090'",
+        ),
+        (
+            "-L --server https:// --tls-ca ca.pem",
+            "--server `https://' has no host",
+        ),
+        (
+            "-L --server https://lb:9090",
+            "--server needs --tls-ca (the CA certificates that ulvsd's certificate chains to)",
+        ),
+        (
+            "-L --server https://lb:9090 --tls-ca ca.pem --tls-cert c.pem",
+            "--tls-cert and --tls-key go together",
+        ),
+        (
+            "-L --tls-ca ca.pem",
+            "--tls-ca, --tls-cert, --tls-key and --token-file need --server",
+        ),
+        (
+            "-L --token-file t",
+            "--tls-ca, --tls-cert, --tls-key and --token-file need --server",
+        ),
+        (
+            "-L --socket /s --server https://lb:9090 --tls-ca ca.pem",
+            "--socket and --server cannot be used together",
+        ),
+    ] {
+        let e = parse(line).expect_err(line);
+        assert!(matches!(e, ParseError::Invalid(_)), "{line}: {e:?}");
+        assert_eq!(e.to_string(), msg, "{line}");
+    }
+}
+
+#[test]
+fn thresholds_and_persistent_conn_views() {
+    use ulvsadm::parse::ListView;
+    let view = |line: &str| match cmd(line) {
+        Command::List(o) => o.view,
+        other => panic!("{line}: {other:?}"),
+    };
+    assert_eq!(view("-L --thresholds"), ListView::Thresholds);
+    assert_eq!(view("-Ln --persistent-conn"), ListView::PersistentConn);
+    assert_eq!(
+        view("-L --thresholds --persistent-conn"),
+        ListView::Thresholds
+    );
+    // ipvsadm's precedence: stats and rate before thresholds.
+    assert_eq!(view("-L --stats --thresholds"), ListView::Stats);
+    assert_eq!(view("-L --rate --persistent-conn"), ListView::Rate);
+    assert_eq!(
+        cmd("-L -t 198.18.0.1:80 --thresholds -o json"),
+        Command::List(ListOptions {
+            service: Some(key(Protocol::Tcp, "198.18.0.1", 80)),
+            output: OutputFormat::Json,
+            view: ListView::Thresholds,
+            ..ListOptions::default()
+        })
+    );
+    for (line, msg) in [
+        (
+            "-A -t 198.18.0.1:80 --thresholds",
+            "Illegal 'thresholds' option with the 'add-service' command",
+        ),
+        (
+            "-S --persistent-conn",
+            "Illegal 'persistent-conn' option with the 'save' command",
+        ),
+        (
+            "-L --thresholds --thresholds",
+            "multiple 'thresholds' options specified",
+        ),
+    ] {
+        assert_eq!(parse(line).expect_err(line).to_string(), msg, "{line}");
+    }
+    let e = parse("-Lc --persistent-conn").expect_err("pe columns");
+    assert!(matches!(e, ParseError::Unsupported(_)), "{e:?}");
+}
