@@ -218,6 +218,12 @@ impl NatRig {
     /// [`NatRig::start_ulvsd`] with extra `ulvsd` arguments (for example
     /// `["--max-connections", "2000"]`).
     pub fn start_ulvsd_with(&mut self, extra: &[&str]) -> Result<()> {
+        self.start_ulvsd_with_env(extra, &[])
+    }
+
+    /// [`NatRig::start_ulvsd_with`] with environment variables for `ulvsd` too (for example
+    /// `OTEL_METRIC_EXPORT_INTERVAL`).
+    pub fn start_ulvsd_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> Result<()> {
         ensure!(self.ulvsd.is_none(), "ulvsd already started");
         let sock = self.socket();
         let mut cmd = self.director.command(&self.bins.ulvsd);
@@ -226,7 +232,8 @@ impl NatRig {
             .arg("--socket")
             .arg(&sock)
             .arg("--configure-sysctls")
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().copied());
         let mut proc = Spawned::start("ulvsd", cmd, self.dir.path())?;
         let accepted = wait_until("ulvsd's control socket to accept", READY_TIMEOUT, || {
             proc.check_running()?;

@@ -16,6 +16,8 @@
 //!   listing, stats, zeroing), which act on [`Backend::conntrack`] and not on the configuration.
 //! - [`bind_tcp`] / [`TcpControlListener`] (`tcp.rs`): the optional TCP listener, TLS only
 //!   (rustls), with optional client-certificate verification and bearer token.
+//! - [`RequestObserver`] (`observe.rs`): a hook that sees every request (its span and its
+//!   outcome), which the daemon's telemetry implements.
 //! - [`EngineBackend`]: a backend that drives an engine only (no devices, no routes).
 //!
 //! # Semantics
@@ -29,6 +31,7 @@ mod conntrack;
 mod engine_backend;
 mod error;
 mod explain;
+mod observe;
 mod server;
 mod service;
 mod tcp;
@@ -36,6 +39,7 @@ pub mod validate;
 
 pub use engine_backend::EngineBackend;
 pub use error::ControlError;
+pub use observe::{Observed, RequestObserver};
 pub use server::{ServeError, UnixControlSocket, bind_unix, serve_unix};
 pub use service::{ControlService, IPVS_VERSION, VERSION};
 pub use tcp::{BearerCheck, TcpControlListener, TcpOptions, bind_tcp};

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::observe::{Observed, RequestObserver};
 use crate::{Backend, ControlService};
 
 /// Why the control socket could not be set up or served.
@@ -105,10 +106,20 @@ impl Drop for SocketFile {
 }
 
 /// A bound control socket, ready to serve. Dropping it removes the socket file.
-#[derive(Debug)]
 pub struct UnixControlSocket {
     listener: UnixListener,
     file: SocketFile,
+    observer: Option<std::sync::Arc<dyn RequestObserver>>,
+}
+
+impl std::fmt::Debug for UnixControlSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixControlSocket")
+            .field("listener", &self.listener)
+            .field("file", &self.file)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 /// Binds the control socket at `path` (see the module docs for the steps).
@@ -155,13 +166,23 @@ pub fn bind_unix(path: impl AsRef<Path>) -> Result<UnixControlSocket, ServeError
     };
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
         .map_err(|source| ServeError::SetMode { path, source })?;
-    Ok(UnixControlSocket { listener, file })
+    Ok(UnixControlSocket {
+        listener,
+        file,
+        observer: None,
+    })
 }
 
 impl UnixControlSocket {
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.file.path
+    }
+
+    /// Reports every `ulvs.v1.Ulvs` request to `observer` (its span, its outcome).
+    pub fn observe(mut self, observer: std::sync::Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Serves `ulvs.v1.Ulvs`, `grpc.health.v1.Health` (reporting `ulvs.v1.Ulvs` as serving) and
@@ -172,7 +193,15 @@ impl UnixControlSocket {
         service: ControlService<B>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let UnixControlSocket { listener, file } = self;
+        let UnixControlSocket {
+            listener,
+            file,
+            observer,
+        } = self;
+        let (plain, observed) = match observer {
+            Some(o) => (None, Some(Observed::new(service.into_server(), o))),
+            None => (Some(service.into_server()), None),
+        };
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status(ulvs_proto::SERVICE_NAME, ServingStatus::Serving)
@@ -185,7 +214,8 @@ impl UnixControlSocket {
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(service.into_server())
+            .add_optional_service(plain)
+            .add_optional_service(observed)
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
             .await;
         reporter

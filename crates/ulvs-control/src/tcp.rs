@@ -96,10 +96,20 @@ impl Interceptor for BearerCheck {
 }
 
 /// A bound TCP control listener, ready to serve.
-#[derive(Debug)]
 pub struct TcpControlListener {
     listener: TcpListener,
     options: TcpOptions,
+    observer: Option<std::sync::Arc<dyn crate::RequestObserver>>,
+}
+
+impl std::fmt::Debug for TcpControlListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpControlListener")
+            .field("listener", &self.listener)
+            .field("options", &self.options)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 /// Binds `addr` for the control API over TLS. Checks the certificate, key and CA up front, so
@@ -112,7 +122,11 @@ pub async fn bind_tcp(
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::BindTcp { addr, source })?;
-    Ok(TcpControlListener { listener, options })
+    Ok(TcpControlListener {
+        listener,
+        options,
+        observer: None,
+    })
 }
 
 fn tls_config(options: &TcpOptions) -> Result<ServerTlsConfig, ServeError> {
@@ -132,16 +146,32 @@ impl TcpControlListener {
         self.listener.local_addr().map_err(ServeError::LocalAddr)
     }
 
+    /// Reports every `ulvs.v1.Ulvs` request (its span, its outcome, refusals by the token
+    /// check included) to `observer`.
+    pub fn observe(mut self, observer: std::sync::Arc<dyn crate::RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Serves `ulvs.v1.Ulvs`, health and reflection over TLS until `shutdown` resolves.
     pub async fn serve<B: Backend>(
         self,
         service: ControlService<B>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let TcpControlListener { listener, options } = self;
+        let TcpControlListener {
+            listener,
+            options,
+            observer,
+        } = self;
         let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
         let tls = tls_config(&options)?;
         let check = BearerCheck::new(options.token.as_deref());
+        let api = InterceptedService::new(service.into_server(), check.clone());
+        let (plain, observed) = match observer {
+            Some(o) => (None, Some(crate::Observed::new(api, o))),
+            None => (Some(api), None),
+        };
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status(ulvs_proto::SERVICE_NAME, ServingStatus::Serving)
@@ -159,7 +189,8 @@ impl TcpControlListener {
             .add_service(health)
             .add_service(InterceptedService::new(reflection_v1, check.clone()))
             .add_service(InterceptedService::new(reflection_v1alpha, check.clone()))
-            .add_service(InterceptedService::new(service.into_server(), check))
+            .add_optional_service(plain)
+            .add_optional_service(observed)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await;
         tracing::info!(%addr, "TCP control API stopped");

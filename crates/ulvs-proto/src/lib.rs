@@ -12,6 +12,8 @@
 //!
 //! Only this crate names prost types; other crates convert at their edge.
 
+pub mod trace;
+
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;

@@ -10,6 +10,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use ulvs_proto::trace::TraceParent;
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
 
@@ -81,6 +82,7 @@ impl std::fmt::Debug for Bearer {
 }
 
 impl Interceptor for Bearer {
+    /// Adds the token (if any) and this invocation's W3C `traceparent`.
     fn call(
         &mut self,
         mut request: tonic::Request<()>,
@@ -88,8 +90,16 @@ impl Interceptor for Bearer {
         if let Some(v) = &self.0 {
             request.metadata_mut().insert("authorization", v.clone());
         }
+        invocation_trace().inject(request.metadata_mut());
         Ok(request)
     }
+}
+
+/// The trace context every request of this invocation carries: a span of its own, child of
+/// `$TRACEPARENT` when that is set, so the daemon's trace joins the caller's.
+pub fn invocation_trace() -> TraceParent {
+    static TRACE: std::sync::OnceLock<TraceParent> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(TraceParent::from_env)
 }
 
 /// Why a command did not complete.

@@ -13,6 +13,8 @@ pub struct DaemonBackend {
     engine: Arc<Engine>,
     router: Arc<Router>,
     info: BackendInfo,
+    /// The configuration last made live, for telemetry (weights, thresholds).
+    applied: Arc<ulvs_telemetry::AppliedConfig>,
     /// Serialises applies so the engine and the router never see two changes interleaved.
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -24,8 +26,14 @@ impl DaemonBackend {
             engine,
             router,
             info,
+            applied: Arc::default(),
             apply_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The configuration last made live (updated after every successful apply).
+    pub fn applied(&self) -> Arc<ulvs_telemetry::AppliedConfig> {
+        Arc::clone(&self.applied)
     }
 }
 
@@ -100,6 +108,7 @@ impl Backend for DaemonBackend {
                 return Err(router_error(&e));
             }
         }
+        self.applied.set(new);
         self.learn_path_mtus(new).await;
         tracing::info!(services = new.services.len(), "configuration applied");
         Ok(())

@@ -8,6 +8,7 @@
 //! line on stderr and exits 1.
 
 mod backend;
+mod telemetry;
 
 use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tracing_subscriber::EnvFilter;
 use ulvs_control::{BackendInfo, ControlService};
 use ulvs_dataplane::router::{DEFAULT_RULE_PRIORITY, DEFAULT_TABLE};
 use ulvs_dataplane::tun::{DEFAULT_MTU, DEFAULT_TUN_NAME};
@@ -101,6 +101,13 @@ struct Args {
     /// Log level or filter (e.g. "info", "ulvsd=debug"); RUST_LOG is used when this is not given.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Export metrics and traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317).
+    /// The export interval follows OTEL_METRIC_EXPORT_INTERVAL (milliseconds).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (off when not given).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Also serve the control API on TCP at this address, TLS only (needs --tls-cert and
     /// --tls-key; there is no plain-text TCP listener).
     #[arg(long, value_name = "ADDR:PORT", requires_all = ["tls_cert", "tls_key"])]
@@ -160,37 +167,40 @@ impl Args {
 
 fn main() {
     let args = Args::parse();
-    if let Err(e) = init_logging(&args) {
-        eprintln!("ulvsd: error: {e:#}");
-        std::process::exit(1);
-    }
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ulvs-ctl")
         .enable_all()
         .build()
-        .context("start the tokio runtime")
-        .and_then(|rt| rt.block_on(run(args)));
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ulvsd: error: start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let format = match args.log_format {
+        LogFormat::Text => ulvs_telemetry::LogFormat::Text,
+        LogFormat::Json => ulvs_telemetry::LogFormat::Json,
+    };
+    let telemetry = {
+        let _rt = rt.enter();
+        telemetry::init(format, args.log_level.clone(), args.otlp_endpoint.clone())
+    };
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ulvsd: error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let result = rt.block_on(run(args, telemetry.metrics().clone()));
+    // Flush the last metrics and spans while the runtime still drives the exporters.
+    telemetry.shutdown();
     if let Err(e) = result {
         eprintln!("ulvsd: error: {e:#}");
         std::process::exit(1);
     }
-}
-
-fn init_logging(args: &Args) -> anyhow::Result<()> {
-    let filter = match &args.log_level {
-        Some(level) => EnvFilter::try_new(level).context("--log-level")?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
 }
 
 /// Checks the host; with `configure`, fixes forwarding instead of failing.
@@ -209,7 +219,7 @@ fn check_host(host: &Host, configure: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Result<()> {
     // Read the TLS material first: a bad file fails before any device or route exists.
     let tcp = args.tcp()?;
     let host = Host::default();
@@ -317,7 +327,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     );
 
-    let served = serve(&args.socket, tcp, backend).await;
+    metrics.attach(engine.clone(), backend.applied());
+    let prometheus = match args.metrics_listen {
+        Some(addr) => Some(telemetry::start_prometheus(addr, metrics.clone()).await?),
+        None => None,
+    };
+    let observer = telemetry::ControlTelemetry::new(metrics);
+    let served = serve(&args.socket, tcp, backend, observer).await;
+    if let Some(p) = prometheus {
+        p.abort();
+    }
 
     // Shutdown, in reverse: workers, then routes and rules (before the TUN goes), then the TUN.
     let stopped = workers.stop();
@@ -379,15 +398,19 @@ async fn serve(
     socket: &Path,
     tcp: Option<(std::net::SocketAddr, ulvs_control::TcpOptions)>,
     backend: DaemonBackend,
+    observer: Arc<telemetry::ControlTelemetry>,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let service = ControlService::new(backend);
-    let bound = ulvs_control::bind_unix(socket).context("control socket")?;
+    let bound = ulvs_control::bind_unix(socket)
+        .context("control socket")?
+        .observe(observer.clone());
     let listener = match tcp {
         Some((addr, options)) => Some(
             ulvs_control::bind_tcp(addr, options)
                 .await
-                .context("control TCP listener")?,
+                .context("control TCP listener")?
+                .observe(observer),
         ),
         None => None,
     };
