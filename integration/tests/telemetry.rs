@@ -4,8 +4,8 @@
 //! control API after real traffic, and a control request's trace is checked to carry the
 //! caller's trace id.
 //!
-//! `ulvsadm -L --stats` has not landed yet, so the Prometheus values are compared with the
-//! `ListServices` counters over gRPC, which is what `--stats` prints.
+//! The Prometheus values are compared with `ulvsadm -L -n --stats --exact` and with the
+//! `ListServices` counters over gRPC (which also carry the active/inactive counts).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -429,6 +429,39 @@ fn prometheus_scrape_matches_the_list_services_counters() -> Result<()> {
             );
         }
     }
+    // `ulvsadm -L -n --stats --exact`: Conns InPkts OutPkts InBytes OutBytes per row.
+    let table = rig.ulvsadm(&["-L", "-n", "--stats", "--exact"])?;
+    let mut rows = 0;
+    for line in table.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let key = match f.first() {
+            Some(&"TCP") if f.len() == 7 => format!("{label}"),
+            Some(&"->") if f.len() == 7 => format!("{label},real_server=\"{}\"", f[1]),
+            _ => continue,
+        };
+        rows += 1;
+        let prefix = if f[0] == "TCP" {
+            "service"
+        } else {
+            "real_server"
+        };
+        let cols = [
+            format!("ulvs_{prefix}_connections_total{{{key}}}"),
+            format!("ulvs_{prefix}_packets_total{{{key},direction=\"in\"}}"),
+            format!("ulvs_{prefix}_packets_total{{{key},direction=\"out\"}}"),
+            format!("ulvs_{prefix}_bytes_total{{{key},direction=\"in\"}}"),
+            format!("ulvs_{prefix}_bytes_total{{{key},direction=\"out\"}}"),
+        ];
+        for (col, field) in cols.iter().zip(&f[2..]) {
+            let want: u64 = field.parse().with_context(|| format!("{line:?}"))?;
+            ensure!(
+                get(&m, col)? == want,
+                "{col}: scrape {} vs ulvsadm {want}\n{table}",
+                get(&m, col)?
+            );
+        }
+    }
+    ensure!(rows == 1 + rig.servers.len(), "rows of --stats:\n{table}");
     ensure!(get(&m, "ulvs_conntrack_capacity")? == 1 << 20);
     ensure!(
         get(
