@@ -435,7 +435,7 @@ fn prometheus_scrape_matches_the_list_services_counters() -> Result<()> {
     for line in table.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         let key = match f.first() {
-            Some(&"TCP") if f.len() == 7 => format!("{label}"),
+            Some(&"TCP") if f.len() == 7 => label.clone(),
             Some(&"->") if f.len() == 7 => format!("{label},real_server=\"{}\"", f[1]),
             _ => continue,
         };
