@@ -128,7 +128,7 @@ impl Metrics {
         obs
     }
 
-    /// Every instrument's data points, read at most [`CACHE_FOR`] ago (so that the callbacks
+    /// Every instrument's data points, read at most 250 ms ago (so that the callbacks
     /// of one collection read the engine once).
     pub fn observe_cached(&self) -> Arc<Vec<Observation>> {
         if let Some((at, obs)) = lock(&self.cache).as_ref()
