@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use etherparse::PacketBuilder;
 use ulvs_engine::{
-    Config, DestConfig, Director, DropReason, Engine, EngineOptions, ForwardMethod, PacketBuf,
-    Persistence, Protocol, SchedulerKind, ServiceConfig, ServiceKey, Timestamp, TunnelConfig,
-    TunnelType, Verdict,
+    Config, DestConfig, Director, DropReason, Engine, EngineOptions, ForwardMethod, Offload,
+    PacketBuf, Persistence, Protocol, SchedulerKind, ServiceConfig, ServiceKey, Timestamp,
+    TunnelConfig, TunnelType, Verdict,
 };
 use ulvs_telemetry::registry::{INSTRUMENTS, REAL_SERVER_STATES};
 use ulvs_telemetry::{AppliedConfig, Metrics};
@@ -325,6 +325,19 @@ fn l2_and_tunnel_fixture(seen: &mut Seen) {
         path_mtu: 600,
         ..Director::default()
     });
+    // A GSO super-packet on the connection above cannot be encapsulated whole.
+    let gso = tcp(CLIENT, 40002, VIP2, 80, ACK, &[0; 400]);
+    let mut buf = vec![0u8; 64 + gso.len()];
+    buf[64..].copy_from_slice(&gso);
+    let offload = Offload {
+        gso_size: 100,
+        ..Offload::default()
+    };
+    let mut pkt = PacketBuf::with_offload(&mut buf, 64, gso.len(), offload);
+    assert_eq!(
+        e.process(Timestamp(4), &mut pkt),
+        Verdict::Drop(DropReason::GsoNotSplit)
+    );
     // Too little room in front of the packet for the GUE headers.
     assert_eq!(
         run_with(&e, 4, &tcp(CLIENT, 40003, VIP2, 80, SYN, &[]), 8),
