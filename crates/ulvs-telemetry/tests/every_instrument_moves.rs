@@ -241,12 +241,11 @@ fn nat_fixture(seen: &mut Seen) {
     let mut frag = udp(CLIENT, 5001, VIP, 53, &[0; 16]);
     set_frag_field(&mut frag, 1);
     drop_of(&e, 23, &frag, DropReason::Fragment);
-    let mut ping = Vec::new();
-    PacketBuilder::ipv4(CLIENT, VIP, 64)
-        .icmpv4_echo_request(1, 1)
-        .write(&mut ping, b"ping")
-        .expect("build ping");
-    drop_of(&e, 24, &ping, DropReason::UnsupportedProtocol);
+    // SCTP (132) to a virtual address: not balanced (ICMP echo requests are answered).
+    let mut sctp = udp(CLIENT, 5002, VIP, 53, b"sctp");
+    sctp[9] = 132;
+    set_frag_field(&mut sctp, 0);
+    drop_of(&e, 24, &sctp, DropReason::UnsupportedProtocol);
     drop_of(
         &e,
         25,
@@ -384,12 +383,38 @@ fn full_table_fixture(seen: &mut Seen) {
     collect(&metrics, seen);
 }
 
+/// FULLNAT with one local address: every source port towards the real server taken.
+fn fullnat_fixture(seen: &mut Seen) {
+    let mut svc = service(Protocol::Udp, VIP, 53, vec![dest(RS2, 53, 1)]);
+    svc.dests[0].forward = ForwardMethod::FullNat;
+    svc.local_addresses = vec![DIRECTOR.into()];
+    let cfg = Config {
+        services: vec![svc],
+    };
+    let (e, metrics) = attach(&cfg, opts(1 << 17));
+    for i in 0..(65536 - 1024) {
+        let client = [198, 18, (i >> 8) as u8, i as u8];
+        assert_eq!(
+            run(&e, 1, &udp(client, 5000, VIP, 53, b"q")),
+            Verdict::Forward
+        );
+    }
+    drop_of(
+        &e,
+        2,
+        &udp(CLIENT, 6000, VIP, 53, b"q"),
+        DropReason::LocalPortExhausted,
+    );
+    collect(&metrics, seen);
+}
+
 #[test]
 fn every_declared_instrument_is_driven_by_the_engine() {
     let mut seen = Seen::new();
     nat_fixture(&mut seen);
     l2_and_tunnel_fixture(&mut seen);
     full_table_fixture(&mut seen);
+    fullnat_fixture(&mut seen);
 
     // What must be seen: every instrument, with each value of its enumerated attributes.
     let mut expected: BTreeMap<&str, Vec<Vec<String>>> = BTreeMap::new();
