@@ -321,7 +321,8 @@ fn l2_and_tunnel_fixture(seen: &mut Seen) {
     );
     e.set_director(Director {
         tunnel_source_v4: Some(DIRECTOR.into()),
-        path_mtu: 600,
+        // Leaves less than IPv4's minimum MTU (68) inside the tunnel: no FRAG_NEEDED can help.
+        path_mtu: 80,
         ..Director::default()
     });
     // A GSO super-packet on the connection above cannot be encapsulated whole.
@@ -342,8 +343,8 @@ fn l2_and_tunnel_fixture(seen: &mut Seen) {
         run_with(&e, 4, &tcp(CLIENT, 40003, VIP2, 80, SYN, &[]), 8),
         Verdict::Drop(DropReason::NoHeadroom)
     );
-    // Too big for the path once encapsulated, and DF set.
-    let mut big = tcp(CLIENT, 40004, VIP2, 80, SYN, &[0; 580]);
+    // Too big for the path once encapsulated, DF set, and too small a path to announce.
+    let mut big = tcp(CLIENT, 40004, VIP2, 80, SYN, &[0; 200]);
     set_frag_field(&mut big, 0x4000);
     drop_of(&e, 5, &big, DropReason::TooBig);
     collect(&metrics, seen);
