@@ -248,7 +248,7 @@ fn documented() -> Command {
                 .action(ArgAction::Set)
                 .num_args(0..=1)
                 .value_name("timeout")
-                .help("persistent service (timeout 1..2678400 s, default 360)")
+                .help("persistent service (timeout 1..2678400 s, default 300)")
                 .help_heading(SERVICE_OPTS),
             value(
                 "netmask",

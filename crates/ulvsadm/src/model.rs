@@ -8,8 +8,9 @@ use std::net::IpAddr;
 /// ipvsadm's default scheduler, used when `-s` is not given to `-A` / `-E`.
 pub const DEFAULT_SCHEDULER: &str = "wlc";
 
-/// ipvsadm's default persistence timeout (seconds) for a bare `-p`.
-pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 6 * 60;
+/// Default persistence timeout (seconds) for a bare `-p`: 300 s, as ipvsadm's man page
+/// documents (ipvsadm's code uses 360; ulvs follows the documented value).
+pub const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 300;
 
 /// The largest persistence timeout ipvsadm accepts (31 days, in seconds).
 pub const MAX_TIMEOUT: u32 = 86400 * 31;

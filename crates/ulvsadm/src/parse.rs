@@ -7,7 +7,7 @@
 //!   `-p`'s optional timeout takes the next word only if it does not start with `-`.
 //! - Giving an option twice is an error, as is an option that the command does not allow; both
 //!   use ipvsadm's table of legal command/option combinations and its messages.
-//! - Defaults are ipvsadm's: scheduler `wlc`, weight 1, direct routing, persistence 360 s; a real
+//! - Defaults are ipvsadm's: scheduler `wlc`, weight 1, direct routing, persistence 300 s (the man page's value); a real
 //!   server without a port gets the service port, and `-g` / `-i` servers always get the service
 //!   port.
 //!

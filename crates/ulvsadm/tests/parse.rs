@@ -131,10 +131,10 @@ fn persistent_timeout_is_optional() {
             ..spec(key(Protocol::Tcp, "198.18.0.1", port))
         })
     };
-    // A bare -p is 360 s; it does not swallow a following option.
-    assert_eq!(cmd("-A -t 198.18.0.1:0 -p"), persistent(360, 0));
-    assert_eq!(cmd("-A -t 198.18.0.1 -p"), persistent(360, 0));
-    assert_eq!(cmd("-A -p -t 198.18.0.1:80"), persistent(360, 80));
+    // A bare -p is 300 s; it does not swallow a following option.
+    assert_eq!(cmd("-A -t 198.18.0.1:0 -p"), persistent(300, 0));
+    assert_eq!(cmd("-A -t 198.18.0.1 -p"), persistent(300, 0));
+    assert_eq!(cmd("-A -p -t 198.18.0.1:80"), persistent(300, 80));
     assert_eq!(cmd("-A -t 198.18.0.1:80 -p 600"), persistent(600, 80));
     assert_eq!(cmd("-A -t 198.18.0.1:80 -p600"), persistent(600, 80));
     assert_eq!(
