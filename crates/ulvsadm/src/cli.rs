@@ -95,6 +95,8 @@ ulvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sche
        ulvsadm -S [-n] [--nosort]
        ulvsadm -R
        ulvsadm --explain virtual-service --client address:port [-o text|json]
+       ulvsadm -P|Q virtual-service -z local-address
+       ulvsadm -G virtual-service
        ulvsadm -h|--help | -v|--version | --man | --completions bash|zsh|fish";
 
 const AFTER_HELP: &str = "\
@@ -216,6 +218,24 @@ fn documented() -> Command {
                 COMMANDS,
                 "which real server a new connection from --client would get, and why (existing \
                  connection, persistence template, or the scheduler's reasoning); changes nothing",
+            ),
+            flag(
+                "add-laddr",
+                Some('P'),
+                COMMANDS,
+                "add a FULLNAT local address (-z) to a service (DPVS)",
+            ),
+            flag(
+                "del-laddr",
+                Some('Q'),
+                COMMANDS,
+                "remove a FULLNAT local address (-z) from a service (DPVS)",
+            ),
+            flag(
+                "get-laddr",
+                Some('G'),
+                COMMANDS,
+                "list a service's FULLNAT local addresses (DPVS)",
             ),
             flag("help", Some('h'), COMMANDS, "display this help message"),
             flag("version", Some('v'), COMMANDS, "display the version"),
@@ -422,6 +442,15 @@ fn documented() -> Command {
                 "address:port",
                 ULVS_OPTS,
                 "with --explain: the client asking (the service's family)",
+            ),
+            value(
+                "laddr",
+                Some('z'),
+                "address",
+                ULVS_OPTS,
+                "with -P/-Q: a FULLNAT local address (the service's family); --fullnat real \
+                 servers see connections come from the service's local addresses. -E keeps \
+                 them; -S saves them as -P lines that -R restores",
             ),
             value(
                 "socket",

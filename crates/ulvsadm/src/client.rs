@@ -136,6 +136,9 @@ pub enum ClientError {
     /// `-L -t/-u` named a service the daemon does not have.
     #[error("No such service: {0}")]
     NoSuchService(String),
+    /// `-P` of a local address the service already has, or `-Q` of one it does not have.
+    #[error("{0}")]
+    LocalAddress(String),
 }
 
 /// Joins an error and its sources into one line.
@@ -325,6 +328,24 @@ async fn list_services(client: &mut Client) -> Result<Vec<pb::Service>, ClientEr
         .services)
 }
 
+/// The service `key` names, or [`ClientError::NoSuchService`].
+async fn find_service(client: &mut Client, key: &ServiceKey) -> Result<pb::Service, ClientError> {
+    list_services(client)
+        .await?
+        .into_iter()
+        .find(|s| same_service(s, key))
+        .ok_or_else(|| ClientError::NoSuchService(key.to_string()))
+}
+
+/// `-G` output: the service, then one `  -> laddr ADDR` line per local address.
+pub fn local_addresses_text(key: &ServiceKey, addrs: &[String]) -> String {
+    let mut out = format!("{key}\n");
+    for a in addrs {
+        out.push_str(&format!("  -> laddr {a}\n"));
+    }
+    out
+}
+
 async fn list(
     client: &mut Client,
     opts: &ListOptions,
@@ -472,7 +493,12 @@ pub async fn execute(
                 .into_iter()
                 .find(|s| same_service(s, &spec.key))
             {
-                service.labels = current.spec.map(|s| s.labels).unwrap_or_default();
+                // Neither are FULLNAT local addresses (-P/-Q) nor the new-connection cap.
+                if let Some(cur) = current.spec {
+                    service.labels = cur.labels;
+                    service.local_addresses = cur.local_addresses;
+                    service.max_new_connections_per_second = cur.max_new_connections_per_second;
+                }
             }
             client
                 .edit_service(pb::EditServiceRequest {
@@ -564,6 +590,45 @@ pub async fn execute(
                 .map_err(|s| rpc_error("Explain", s))?
                 .into_inner();
             return Ok(crate::explain::render(opts, &resp));
+        }
+        Command::AddLocalAddress(key, addr) | Command::DeleteLocalAddress(key, addr) => {
+            let adding = matches!(cmd, Command::AddLocalAddress(..));
+            let current = find_service(client, key).await?;
+            let mut spec = current.spec.unwrap_or_default();
+            let pos = spec
+                .local_addresses
+                .iter()
+                .position(|a| a.parse::<IpAddr>().ok() == Some(*addr));
+            match (adding, pos) {
+                (true, Some(_)) => {
+                    return Err(ClientError::LocalAddress(format!(
+                        "local address {addr} already exists on {key}"
+                    )));
+                }
+                (true, None) => spec.local_addresses.push(addr.to_string()),
+                (false, Some(i)) => {
+                    spec.local_addresses.remove(i);
+                }
+                (false, None) => {
+                    return Err(ClientError::LocalAddress(format!(
+                        "no local address {addr} on {key}"
+                    )));
+                }
+            }
+            // The service's whole current spec, only its local addresses changed, and only if
+            // nobody changed it since it was read.
+            client
+                .edit_service(pb::EditServiceRequest {
+                    service: Some(spec),
+                    expected_generation: current.generation,
+                })
+                .await
+                .map_err(|s| rpc_error("EditService", s))?;
+        }
+        Command::GetLocalAddresses(key) => {
+            let current = find_service(client, key).await?;
+            let spec = current.spec.unwrap_or_default();
+            return Ok(local_addresses_text(key, &spec.local_addresses));
         }
         Command::Save(opts) => {
             let services = list_services(client).await?;

@@ -78,6 +78,12 @@ pub enum Command {
     },
     /// `--explain`: which real server a new connection from a client would get, and why.
     Explain(ExplainOptions),
+    /// `-P -t|-u service -z addr`: add a FULLNAT local address to a service (DPVS).
+    AddLocalAddress(ServiceKey, IpAddr),
+    /// `-Q -t|-u service -z addr`: remove a FULLNAT local address from a service (DPVS).
+    DeleteLocalAddress(ServiceKey, IpAddr),
+    /// `-G -t|-u service`: list a service's FULLNAT local addresses (DPVS).
+    GetLocalAddresses(ServiceKey),
     /// `-h` / `--help`.
     Help,
     /// `-v` / `--version`.
@@ -330,6 +336,10 @@ static KEYS: &[(&str, Key)] = &[
     ("token-file", Key::Remote(RemoteOpt::TokenFile)),
     ("explain", Key::Cmd(Cmd::Explain)),
     ("client", Key::Opt(Opt::Client)),
+    ("add-laddr", Key::Cmd(Cmd::AddLaddr)),
+    ("del-laddr", Key::Cmd(Cmd::DelLaddr)),
+    ("get-laddr", Key::Cmd(Cmd::GetLaddr)),
+    ("laddr", Key::Opt(Opt::Laddr)),
     ("completions", Key::Completions),
     ("man", Key::Man),
 ];
@@ -421,6 +431,12 @@ enum Cmd {
     SetTimeout,
     /// ulvs addition: which real server would a client get, and why.
     Explain,
+    /// DPVS `-P`: add a FULLNAT local address.
+    AddLaddr,
+    /// DPVS `-Q`: remove a FULLNAT local address.
+    DelLaddr,
+    /// DPVS `-G`: list FULLNAT local addresses.
+    GetLaddr,
 }
 
 impl Cmd {
@@ -440,6 +456,9 @@ impl Cmd {
             Cmd::Zero => "zero",
             Cmd::SetTimeout => "set",
             Cmd::Explain => "explain",
+            Cmd::AddLaddr => "add-laddr",
+            Cmd::DelLaddr => "del-laddr",
+            Cmd::GetLaddr => "get-laddr",
         }
     }
 }
@@ -474,9 +493,10 @@ enum Opt {
     Exact,
     TunInfo,
     Client,
+    Laddr,
 }
 
-const ALL_OPTS: [Opt; 26] = [
+const ALL_OPTS: [Opt; 27] = [
     Opt::Numeric,
     Opt::Service,
     Opt::Scheduler,
@@ -503,6 +523,7 @@ const ALL_OPTS: [Opt; 26] = [
     Opt::Exact,
     Opt::TunInfo,
     Opt::Client,
+    Opt::Laddr,
 ];
 
 impl Opt {
@@ -535,6 +556,7 @@ impl Opt {
             Opt::PersistentConn => "persistent-conn",
             Opt::Exact => "exact",
             Opt::TunInfo => "tun-info",
+            Opt::Laddr => "laddr",
         }
     }
 
@@ -610,6 +632,15 @@ fn legality(cmd: Cmd, opt: Opt) -> Legal {
         },
         Cmd::DelDest => match opt {
             Opt::Service | Opt::Server => Required,
+            _ => Illegal,
+        },
+        Cmd::AddLaddr | Cmd::DelLaddr => match opt {
+            Opt::Service | Opt::Laddr => Required,
+            _ => Illegal,
+        },
+        Cmd::GetLaddr => match opt {
+            Opt::Service => Required,
+            Opt::Numeric => Optional,
             _ => Illegal,
         },
     }
@@ -856,6 +887,7 @@ struct State {
     sched_flags: Option<String>,
     output: Option<OutputFormat>,
     client: Option<String>,
+    laddr: Option<String>,
     tunnel: TunnelSpec,
 }
 
@@ -1003,6 +1035,7 @@ impl State {
                     }
                     Opt::SchedFlags => self.sched_flags = Some(value_or_empty.to_string()),
                     Opt::Client => self.client = Some(value_or_empty.to_string()),
+                    Opt::Laddr => self.laddr = Some(value_or_empty.to_string()),
                     Opt::Output => {
                         self.output = Some(match value_or_empty {
                             "text" => OutputFormat::Text,
@@ -1249,6 +1282,24 @@ fn finish(
             }
         }
         Cmd::Del => Command::DeleteService(need_key()?),
+        Cmd::AddLaddr | Cmd::DelLaddr => {
+            let key = need_key()?;
+            let text = st.laddr.as_deref().unwrap_or("");
+            let addr: IpAddr = text
+                .parse()
+                .map_err(|_| invalid(format!("illegal local address `{text}' specified")))?;
+            if addr.is_ipv4() != key.addr.is_ipv4() {
+                return Err(invalid(
+                    "local address and virtual service must be of the same address family",
+                ));
+            }
+            if cmd == Cmd::AddLaddr {
+                Command::AddLocalAddress(key, addr)
+            } else {
+                Command::DeleteLocalAddress(key, addr)
+            }
+        }
+        Cmd::GetLaddr => Command::GetLocalAddresses(need_key()?),
         Cmd::Flush => Command::Clear,
         Cmd::Save => Command::Save(SaveOptions {
             numeric: st.given & Opt::Numeric.bit() != 0,

@@ -6,6 +6,8 @@
 //! the same lines (a leading `ipvsadm` or `ulvsadm` word is optional, `#` starts a comment),
 //! parses each with the normal grammar and turns the whole input into one `Apply` batch, so the
 //! daemon applies all of it or none (ipvsadm applies line by line and stops half way).
+//! FULLNAT local addresses are saved as DPVS's `-P <service> -z <addr>` after their service's
+//! `-A` line; restore adds each to the `-A`/`-E` of that service earlier in the same input.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,6 +31,9 @@ pub fn save_text(services: &[pb::Service], opts: SaveOptions, names: &dyn Resolv
         };
         out.push_str(&service_rule(spec, &service));
         out.push('\n');
+        for laddr in &spec.local_addresses {
+            out.push_str(&format!("-P {service} -z {laddr}\n"));
+        }
         let proto = spec.key.as_ref().and_then(|k| format::protocol(k.protocol));
         for rs in format::ordered_real_servers(&svc.real_servers, opts.sort) {
             out.push_str(&real_server_rule(rs, &service, proto, opts.numeric, names));
@@ -184,6 +189,31 @@ pub fn restore_changes(input: &str, names: &dyn Resolver) -> Result<Vec<pb::Chan
                 expected_generation: 0,
             }),
             Command::Clear => C::Clear(pb::ClearRequest {}),
+            Command::AddLocalAddress(key, addr) => {
+                let want = key_to_pb(&key);
+                let spec =
+                    changes
+                        .iter_mut()
+                        .rev()
+                        .find_map(|c: &mut pb::Change| match &mut c.change {
+                            Some(C::AddService(pb::AddServiceRequest { service: Some(s) }))
+                            | Some(C::EditService(pb::EditServiceRequest {
+                                service: Some(s),
+                                ..
+                            })) if s.key.as_ref() == Some(&want) => Some(s),
+                            _ => None,
+                        });
+                let Some(spec) = spec else {
+                    return Err(at(ParseError::Invalid(format!(
+                        "-P needs the -A or -E of {key} earlier in the input"
+                    ))));
+                };
+                let text = addr.to_string();
+                if !spec.local_addresses.contains(&text) {
+                    spec.local_addresses.push(text);
+                }
+                continue;
+            }
             other => {
                 return Err(at(ParseError::Invalid(format!(
                     "only table changes (-A -E -D -a -e -d -C) can be restored, not {}",

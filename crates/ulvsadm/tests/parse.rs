@@ -877,3 +877,37 @@ fn thresholds_and_persistent_conn_views() {
     let e = parse("-Lc --persistent-conn").expect_err("pe columns");
     assert!(matches!(e, ParseError::Unsupported(_)), "{e:?}");
 }
+
+#[test]
+fn local_address_commands() {
+    assert_eq!(
+        cmd("-P -t 198.18.0.1:80 -z 198.18.2.1"),
+        Command::AddLocalAddress(tcp80(), ip("198.18.2.1"))
+    );
+    assert_eq!(
+        cmd("--del-laddr --tcp-service 198.18.0.1:80 --laddr=198.18.2.1"),
+        Command::DeleteLocalAddress(tcp80(), ip("198.18.2.1"))
+    );
+    assert_eq!(
+        cmd("-G -t 198.18.0.1:80"),
+        Command::GetLocalAddresses(tcp80())
+    );
+    assert_eq!(
+        cmd("-P -u [fd00:1b5::80]:53 -z fd00:1b5:2::1"),
+        Command::AddLocalAddress(key(Protocol::Udp, "fd00:1b5::80", 53), ip("fd00:1b5:2::1"))
+    );
+    for bad in [
+        "-P -t 198.18.0.1:80",
+        "-Q -z 198.18.2.1",
+        "-P -t 198.18.0.1:80 -z nonsense",
+        "-P -t 198.18.0.1:80 -z fd00:1b5::1",
+        "-G -t 198.18.0.1:80 -z 198.18.2.1",
+        "-A -t 198.18.0.1:80 -z 198.18.2.1",
+    ] {
+        assert!(
+            matches!(parse(bad), Err(ParseError::Invalid(_))),
+            "{bad:?} should be refused: {:?}",
+            parse(bad)
+        );
+    }
+}

@@ -217,6 +217,26 @@ const ENGINE_CASES: &[Golden] = &[
             "  -> [fd00:1b5::a0]:80            Tunnel  1      0          0         \n",
         ),
     },
+    Golden {
+        name: "FULLNAT services with local addresses (-P), IPv4 and IPv6",
+        rules: concat!(
+            "-A -t 198.18.0.1:80 -s rr\n",
+            "-P -t 198.18.0.1:80 -z 198.18.2.1\n",
+            "-P -t 198.18.0.1:80 -z 198.18.2.2\n",
+            "-a -t 198.18.0.1:80 -r 198.18.1.2:8080 --fullnat -w 1\n",
+            "-a -t 198.18.0.1:80 -r 198.18.1.3:8080 -m -w 2\n",
+            "-A -u [fd00:1b5::80]:53 -s wlc\n",
+            "-P -u [fd00:1b5::80]:53 -z fd00:1b5:2::1\n",
+            "-a -u [fd00:1b5::80]:53 -r [fd00:1b5:1::2]:53 --fullnat -w 1\n",
+        ),
+        list: concat!(
+            "TCP  198.18.0.1:80 rr\n",
+            "  -> 198.18.1.2:8080              FullNat 1      0          0         \n",
+            "  -> 198.18.1.3:8080              Masq    2      0          0         \n",
+            "UDP  [fd00:1b5::80]:53 wlc\n",
+            "  -> [fd00:1b5:1::2]:53           FullNat 1      0          0         \n",
+        ),
+    },
 ];
 
 /// Configurations with features ipvsadm saves that the dataplane does not forward yet.
@@ -228,8 +248,6 @@ const CONFIG_CASES: &[Golden] = &[Golden {
         "-A -t 198.18.0.1:80 -s rr\n",
         "-a -t 198.18.0.1:80 -r 198.18.1.1:80 -i -w 1 --tun-type ipip\n",
         "-a -t 198.18.0.1:80 -r 198.18.1.2:80 -g -w 4\n",
-        // A FULLNAT real server needs local addresses on its service (-P), which -S/-R do
-        // not carry yet: this one is NAT.
         "-a -t 198.18.0.1:80 -r 198.18.1.3:9000 -m -w 1 -x 10 -y 5\n",
         "-A -u 198.18.0.1:53 -s sh -p 300 -M 255.255.255.0 -o -b sh-fallback,sh-port\n",
         "-a -u 198.18.0.1:53 -r 198.18.1.5:53 -m -w 1\n",
@@ -431,5 +449,44 @@ fn tun_info_column_shows_type_port_and_checksum() -> Result<()> {
             && json.contains("\"tunnel_checksum\": \"TUNNEL_CHECKSUM_REMCSUM\""),
         "{json}"
     );
+    Ok(())
+}
+
+#[test]
+fn local_addresses_are_added_listed_kept_by_edit_and_removed() -> Result<()> {
+    let d = Daemon::engine()?;
+    let s = d.socket.as_path();
+    ok(s, "-A -t 198.18.0.1:80 -s rr", "")?;
+    ok(s, "-P -t 198.18.0.1:80 -z 198.18.2.1", "")?;
+    ok(s, "--add-laddr -t 198.18.0.1:80 --laddr 198.18.2.2", "")?;
+    ok(s, "-a -t 198.18.0.1:80 -r 198.18.1.2:8080 --fullnat", "")?;
+    let got = ok(s, "-G -t 198.18.0.1:80", "")?;
+    let want = "TCP 198.18.0.1:80\n  -> laddr 198.18.2.1\n  -> laddr 198.18.2.2\n";
+    ensure!(got == want, "-G\n--- got\n{got}--- want\n{want}");
+    // -E replaces the ipvsadm settings but keeps the local addresses.
+    ok(s, "-E -t 198.18.0.1:80 -s wrr", "")?;
+    ensure!(
+        ok(s, "-G -t 198.18.0.1:80", "")? == want,
+        "-E kept the local addresses"
+    );
+    ensure!(
+        ok(s, "-L -n", "")?.contains("TCP  198.18.0.1:80 wrr\n"),
+        "-E changed the scheduler"
+    );
+    // Adding one twice, removing one that is not there, the wrong family, no service: refused.
+    let err = fails(s, "-P -t 198.18.0.1:80 -z 198.18.2.1", "", 1)?;
+    ensure!(err.contains("already exists"), "{err}");
+    let err = fails(s, "-Q -t 198.18.0.1:80 -z 198.18.2.9", "", 1)?;
+    ensure!(err.contains("no local address"), "{err}");
+    fails(s, "-P -t 198.18.0.1:80 -z fd00:1b5::1", "", 2)?;
+    fails(s, "-P -t 198.18.0.1:80", "", 2)?;
+    let err = fails(s, "-G -t 198.18.0.9:80", "", 1)?;
+    ensure!(err.contains("No such service"), "{err}");
+    ok(s, "-Q -t 198.18.0.1:80 -z 198.18.2.1", "")?;
+    let got = ok(s, "--get-laddr -t 198.18.0.1:80", "")?;
+    ensure!(got == "TCP 198.18.0.1:80\n  -> laddr 198.18.2.2\n", "{got}");
+    // -R needs the service's -A earlier in the same input for a -P.
+    let err = fails(s, "-R", "-P -t 198.18.0.1:80 -z 198.18.2.3\n", 2)?;
+    ensure!(err.contains("earlier in the input"), "{err}");
     Ok(())
 }
