@@ -6,7 +6,7 @@
 //! OTHER`), so nothing ever appears in the root namespace, and they vanish with the namespace.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
@@ -141,6 +141,32 @@ impl Netns {
             .map(drop)
     }
 
+    /// Adds an IPv6 address `addr/prefix` to `dev` without duplicate address detection (usable
+    /// at once). Refuses anything outside fd00:1b5::/48.
+    pub fn add_addr6(&self, dev: &str, addr: Ipv6Addr, prefix: u8) -> Result<()> {
+        check_test_addr6(addr)?;
+        if prefix > 128 {
+            bail!("prefix length {prefix} is larger than 128");
+        }
+        self.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/{prefix}"),
+            "dev",
+            dev,
+            "nodad",
+        ])
+        .map(drop)
+    }
+
+    /// Makes `via` the default IPv6 gateway of this namespace.
+    pub fn default_route6(&self, via: Ipv6Addr) -> Result<()> {
+        check_test_addr6(via)?;
+        self.ip(&["-6", "route", "add", "default", "via", &via.to_string()])
+            .map(drop)
+    }
+
     /// Makes `via` the default IPv4 gateway of this namespace.
     pub fn default_route(&self, via: Ipv4Addr) -> Result<()> {
         check_test_addr(via)?;
@@ -192,6 +218,16 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
     .with_context(|| format!("veth {}:{a_dev} <-> {}:{b_dev}", a.name(), b.name()))?;
     a.link_up(a_dev)?;
     b.link_up(b_dev)
+}
+
+/// Fails unless `addr` is in fd00:1b5::/48, the IPv6 range rigs use.
+pub fn check_test_addr6(addr: Ipv6Addr) -> Result<()> {
+    let s = addr.segments();
+    if s[0] == 0xfd00 && s[1] == 0x01b5 && s[2] == 0 {
+        Ok(())
+    } else {
+        bail!("refusing to use {addr}: rigs only use fd00:1b5::/48")
+    }
 }
 
 /// Fails unless `addr` is in 198.18.0.0/15, the range reserved for benchmarking that rigs use.

@@ -13,7 +13,7 @@
 //! forwarding sysctls are `ulvsd`'s job (`--configure-sysctls`), so the tests check them for real.
 //! Each rig has its own namespaces, TUN and control socket, so rigs can run side by side.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
@@ -42,6 +42,15 @@ pub const VIP_UDP_PORT: u16 = 53;
 pub const RS_TCP_PORT: u16 = 8080;
 /// The UDP port the real servers listen on.
 pub const RS_UDP_PORT: u16 = 5353;
+/// The client's IPv6 address (after [`NatRig::enable_ipv6`]).
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 0, 0, 0, 0, 2);
+/// The director's IPv6 address on the client side.
+pub const DIRECTOR_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 0, 0, 0, 0, 1);
+/// The director's IPv6 address on the real-server bridge.
+pub const DIRECTOR_RS_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 1, 0, 0, 0, 1);
+/// The IPv6 virtual IP.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 0x100, 0, 0, 0, 1);
+
 /// The TUN device `ulvsd` creates in the director namespace.
 pub const TUN_NAME: &str = "ulvs0";
 /// Most real servers a rig builds.
@@ -60,6 +69,16 @@ pub fn vip_udp() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(VIP, VIP_UDP_PORT))
 }
 
+/// `[VIP6]:80`, the IPv6 TCP virtual service.
+pub fn vip6_tcp() -> SocketAddr {
+    SocketAddr::V6(SocketAddrV6::new(VIP6, VIP_TCP_PORT, 0, 0))
+}
+
+/// `[VIP6]:53`, the IPv6 UDP virtual service.
+pub fn vip6_udp() -> SocketAddr {
+    SocketAddr::V6(SocketAddrV6::new(VIP6, VIP_UDP_PORT, 0, 0))
+}
+
 /// One real-server host.
 #[derive(Debug)]
 pub struct RealServer {
@@ -72,6 +91,31 @@ pub struct RealServer {
 }
 
 impl RealServer {
+    /// Its IPv6 address on the bridge (after [`NatRig::enable_ipv6`]): fd00:1b5:1::1X for
+    /// IPv4 198.18.1.1X.
+    pub fn addr6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(
+            0xfd00,
+            0x1b5,
+            0,
+            1,
+            0,
+            0,
+            0,
+            u16::from(self.addr.octets()[3]),
+        )
+    }
+
+    /// `[addr6]:8080`.
+    pub fn tcp6(&self) -> String {
+        format!("[{}]:{RS_TCP_PORT}", self.addr6())
+    }
+
+    /// `[addr6]:5353`.
+    pub fn udp6(&self) -> String {
+        format!("[{}]:{RS_UDP_PORT}", self.addr6())
+    }
+
     /// `addr:8080`, as given to `ulvsadm -a ... -r`.
     pub fn tcp(&self) -> String {
         format!("{}:{RS_TCP_PORT}", self.addr)
@@ -90,6 +134,7 @@ pub struct NatRig {
     // Field order is drop order: processes before the namespaces they run in.
     ulvsd: Option<Spawned>,
     server_procs: Vec<Spawned>,
+    server6_procs: Vec<Spawned>,
     /// The client namespace.
     pub client: Netns,
     /// The director namespace, where `ulvsd` runs.
@@ -141,6 +186,7 @@ impl NatRig {
         let mut rig = Self {
             ulvsd: None,
             server_procs: Vec::new(),
+            server6_procs: Vec::new(),
             client,
             director,
             servers,
@@ -189,6 +235,36 @@ impl NatRig {
         let mut proc = Spawned::start(&label, cmd, self.dir.path())?;
         proc.wait_for_output("ready", READY_TIMEOUT)?;
         self.server_procs[i] = proc;
+        Ok(())
+    }
+
+    /// Adds the IPv6 side of the rig: fd00:1b5::/64 between client and director, fd00:1b5:1::/64
+    /// on the bridge (real server i at fd00:1b5:1::1X), default routes through the director, and
+    /// a second test server per real server on its IPv6 address (same name and ports). IPv6
+    /// forwarding in the director is `ulvsd --configure-sysctls`'s job.
+    pub fn enable_ipv6(&mut self) -> Result<()> {
+        ensure!(self.server6_procs.is_empty(), "IPv6 already enabled");
+        self.client.add_addr6("eth0", CLIENT_ADDR6, 64)?;
+        self.client.default_route6(DIRECTOR_CLIENT_ADDR6)?;
+        self.director.add_addr6("cl0", DIRECTOR_CLIENT_ADDR6, 64)?;
+        self.director.add_addr6("br0", DIRECTOR_RS_ADDR6, 64)?;
+        for rs in &self.servers {
+            rs.ns.add_addr6("eth0", rs.addr6(), 64)?;
+            rs.ns.default_route6(DIRECTOR_RS_ADDR6)?;
+        }
+        for rs in &self.servers {
+            let mut cmd = rs.ns.command(&self.bins.testserver);
+            cmd.arg("--name")
+                .arg(&rs.name)
+                .arg("--tcp")
+                .arg(rs.tcp6())
+                .arg("--udp")
+                .arg(rs.udp6());
+            let label = format!("{}-testserver6", rs.name);
+            let mut proc = Spawned::start(&label, cmd, self.dir.path())?;
+            proc.wait_for_output("ready", READY_TIMEOUT)?;
+            self.server6_procs.push(proc);
+        }
         Ok(())
     }
 
@@ -322,8 +398,17 @@ impl NatRig {
             "director: ip route show table all",
             self.director.ip(&["route", "show", "table", "all"]),
         );
+        add(
+            "director: ip -6 route show table all",
+            self.director.ip(&["-6", "route", "show", "table", "all"]),
+        );
         add("director: ip -s link", self.director.ip(&["-s", "link"]));
-        for p in self.ulvsd.iter().chain(&self.server_procs) {
+        for p in self
+            .ulvsd
+            .iter()
+            .chain(&self.server_procs)
+            .chain(&self.server6_procs)
+        {
             s.push_str(&p.logs());
         }
         s
