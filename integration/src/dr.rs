@@ -16,7 +16,6 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -25,7 +24,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::netns::{Netns, veth};
 use crate::process::Spawned;
-use crate::{Bins, run_cmd, wait_until};
+use crate::{Bins, run_cmd, spawn_ulvsd};
 
 pub const LAN_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const LAN_DIRECTOR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
@@ -134,15 +133,7 @@ impl DrRig {
             .args(["--tap", TAP_NAME, "--bridge", "br0"])
             .args(["--arp-source", &LAN_DIRECTOR.to_string()])
             .arg("--configure-sysctls");
-        let mut proc = Spawned::start("ulvsd", cmd, self.dir.path())?;
-        let ok = wait_until("ulvsd's control socket to accept", READY_TIMEOUT, || {
-            proc.check_running()?;
-            Ok(UnixStream::connect(&sock).is_ok())
-        });
-        if let Err(e) = ok {
-            return Err(e.context(proc.logs()));
-        }
-        self.ulvsd = Some(proc);
+        self.ulvsd = Some(spawn_ulvsd(cmd, &sock, self.dir.path())?);
         Ok(())
     }
 

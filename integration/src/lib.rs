@@ -193,3 +193,20 @@ pub fn run_cmd(cmd: &mut std::process::Command) -> Result<String> {
     }
     String::from_utf8(stdout).with_context(|| format!("{shown} printed non-UTF-8"))
 }
+
+/// Starts `cmd` (an `ulvsd` command line for the director's namespace, including `--socket
+/// sock`) and waits until its control socket accepts; on failure the error carries ulvsd's logs.
+pub fn spawn_ulvsd(cmd: std::process::Command, sock: &Path, log_dir: &Path) -> Result<Spawned> {
+    let mut proc = Spawned::start("ulvsd", cmd, log_dir)?;
+    let accepted = wait_until("ulvsd's control socket to accept", ULVSD_READY, || {
+        proc.check_running()?;
+        Ok(std::os::unix::net::UnixStream::connect(sock).is_ok())
+    });
+    match accepted {
+        Ok(()) => Ok(proc),
+        Err(e) => Err(e.context(proc.logs())),
+    }
+}
+
+/// How long [`spawn_ulvsd`] waits for the control socket.
+const ULVSD_READY: Duration = Duration::from_secs(30);

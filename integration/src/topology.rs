@@ -14,7 +14,6 @@
 //! Each rig has its own namespaces, TUN and control socket, so rigs can run side by side.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -310,15 +309,7 @@ impl NatRig {
             .arg("--configure-sysctls")
             .args(extra)
             .envs(env.iter().copied());
-        let mut proc = Spawned::start("ulvsd", cmd, self.dir.path())?;
-        let accepted = wait_until("ulvsd's control socket to accept", READY_TIMEOUT, || {
-            proc.check_running()?;
-            Ok(UnixStream::connect(&sock).is_ok())
-        });
-        if let Err(e) = accepted {
-            return Err(e.context(proc.logs()));
-        }
-        self.ulvsd = Some(proc);
+        self.ulvsd = Some(crate::spawn_ulvsd(cmd, &sock, self.dir.path())?);
         let mut last_err = None;
         let listed = wait_until("`ulvsadm -L -n` to succeed", READY_TIMEOUT, || {
             if let Some(p) = self.ulvsd.as_mut() {

@@ -21,7 +21,6 @@
 //! real-server network whose MTU was raised for tunnel mode.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -30,7 +29,7 @@ use anyhow::{Context, Result, ensure};
 
 use crate::netns::{Netns, veth};
 use crate::process::Spawned;
-use crate::{Bins, run_cmd, wait_until};
+use crate::{Bins, run_cmd, spawn_ulvsd, wait_until};
 
 /// The client's address on the LAN.
 pub const TUN_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -168,15 +167,7 @@ impl TunRig {
             .arg(&sock)
             .args(["--tunnel-source", &TUN_DIRECTOR.to_string()])
             .arg("--configure-sysctls");
-        let mut proc = Spawned::start("ulvsd", cmd, self.dir.path())?;
-        let ok = wait_until("ulvsd's control socket to accept", READY_TIMEOUT, || {
-            proc.check_running()?;
-            Ok(UnixStream::connect(&sock).is_ok())
-        });
-        if let Err(e) = ok {
-            return Err(e.context(proc.logs()));
-        }
-        self.ulvsd = Some(proc);
+        self.ulvsd = Some(spawn_ulvsd(cmd, &sock, self.dir.path())?);
         Ok(())
     }
 
