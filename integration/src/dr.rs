@@ -4,18 +4,24 @@
 //! ```text
 //!  client ns                director ns                      real-server ns (one each)
 //!  eth0 198.18.1.2/24 --- cl0 -+                              lo: VIP 198.18.100.1/32
-//!  VIP/32 dev eth0 (on-link)   br0 198.18.1.1/24 --+-- rs1 --- eth0 198.18.1.11/24
+//!       fd00:1b5:0:1::2/64       |                                  VIP6 fd00:1b5:0:100::1/128
+//!  VIP/32, VIP6/128 dev eth0   br0 198.18.1.1/24 --+-- rs1 --- eth0 198.18.1.11/24
+//!  (on-link)                       fd00:1b5:0:1::1/64 |               fd00:1b5:0:1::11/64
 //!                              ulvst0 (TAP, ulvsd) +-- rs2 --- eth0 198.18.1.12/24
-//!                              ulvs0 (TUN, ulvsd)              arp_ignore=1, arp_announce=2
+//!                              ulvs0 (TUN, ulvsd)                   fd00:1b5:0:1::12/64
+//!                                                              arp_ignore=1, arp_announce=2
 //! ```
 //!
-//! The client reaches the VIP on-link: it asks ARP for the VIP, only `ulvsd` (through the TAP)
-//! answers, the client's frames go to the TAP, `ulvsd` rewrites the destination MAC to the
-//! chosen real server's, and the real server (VIP on `lo`) answers the client directly over the
-//! LAN. Replies never pass the director, as in the kernel's IPVS selftest.
+//! The client reaches the VIP on-link: it asks ARP (NDP for the IPv6 VIP) for the VIP, only
+//! `ulvsd` (through the TAP) answers, the client's frames go to the TAP, `ulvsd` rewrites the
+//! destination MAC to the chosen real server's (which it resolved itself with ARP or NDP), and
+//! the real server (VIP on `lo`) answers the client directly over the LAN. Replies never pass
+//! the director, as in the kernel's IPVS selftest. A Linux host answers neighbour
+//! solicitations only for addresses of the interface they arrive on, so the IPv6 VIP on `lo`
+//! needs no counterpart of `arp_ignore`.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -24,22 +30,91 @@ use anyhow::{Context, Result, ensure};
 
 use crate::netns::{Netns, veth};
 use crate::process::Spawned;
-use crate::{Bins, run_cmd, spawn_ulvsd};
+use crate::{Bins, run_cmd, spawn_ulvsd, start_testserver};
 
+/// The client's address on the LAN.
 pub const LAN_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// The director's (bridge's) address on the LAN.
 pub const LAN_DIRECTOR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The VIP.
 pub const DR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+/// The client's IPv6 address on the LAN.
+pub const LAN_CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 1, 0, 0, 0, 2);
+/// The director's (bridge's) IPv6 address on the LAN.
+pub const LAN_DIRECTOR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 1, 0, 0, 0, 1);
+/// The IPv6 VIP.
+pub const DR_VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 0x100, 0, 0, 0, 1);
+/// The TAP device `ulvsd` attaches to the bridge.
 pub const TAP_NAME: &str = "ulvst0";
+/// The service port (TCP and UDP).
 pub const PORT: u16 = 80;
-
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A real server of the DR rig.
 #[derive(Debug)]
 pub struct DrServer {
+    /// `rs1`, `rs2`, ...
     pub name: String,
+    /// Its LAN address.
     pub addr: Ipv4Addr,
+    /// Its IPv6 LAN address (fd00:1b5:0:1::1N for rsN).
+    pub addr6: Ipv6Addr,
+    /// Its namespace.
     pub ns: Netns,
+}
+
+/// Creates a namespace whose interfaces skip duplicate address detection, link-local
+/// addresses included (the rigs' global addresses are added with `nodad` already). A host's
+/// link-local address stays tentative for a second or two after its link comes up, and Linux
+/// sends no neighbour solicitation for an off-interface source (a VIP on `lo`) until it has a
+/// usable link-local one: the first reply of a real server would wait for it.
+pub(crate) fn lan_host(role: &str) -> Result<Netns> {
+    let ns = Netns::new(role)?;
+    for k in [
+        "net/ipv6/conf/all/accept_dad",
+        "net/ipv6/conf/default/accept_dad",
+    ] {
+        ns.sysctl(k, "0")?;
+    }
+    Ok(ns)
+}
+
+/// Starts the test servers of one real server whose VIPs are on `lo`: TCP on `0.0.0.0:port`
+/// and UDP on `vip:port`, and, with `vip6`, TCP and UDP on `[vip6]:port` (bound to the VIPs
+/// so that UDP replies leave from the VIP; a wildcard socket would answer from the primary
+/// address). Shared by the DR and tunnel rigs.
+pub(crate) fn start_vip_testservers(
+    bins: &Bins,
+    ns: &Netns,
+    name: &str,
+    vip: Ipv4Addr,
+    vip6: Option<Ipv6Addr>,
+    port: u16,
+    log_dir: &std::path::Path,
+) -> Result<Vec<Spawned>> {
+    let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+    let v4 = SocketAddr::V4(SocketAddrV4::new(vip, port));
+    let mut procs = vec![start_testserver(
+        bins,
+        ns,
+        name,
+        &format!("{name}-testserver"),
+        Some(any),
+        Some(v4),
+        log_dir,
+    )?];
+    if let Some(vip6) = vip6 {
+        let v6 = SocketAddr::V6(SocketAddrV6::new(vip6, port, 0, 0));
+        procs.push(start_testserver(
+            bins,
+            ns,
+            name,
+            &format!("{name}-testserver6"),
+            Some(v6),
+            Some(v6),
+            log_dir,
+        )?);
+    }
+    Ok(procs)
 }
 
 /// The DR rig; see the module doc.
@@ -56,8 +131,9 @@ pub struct DrRig {
 }
 
 impl DrRig {
-    /// Builds the namespaces, starts a test server in each real server (TCP and UDP on
-    /// `0.0.0.0:80`, UDP on `VIP:80`) and `ulvsd` with `--tap`/`--bridge`.
+    /// Builds the namespaces (IPv4 and IPv6 on the LAN), starts the test servers in each real
+    /// server (TCP on `0.0.0.0:80`, UDP on `VIP:80`, TCP and UDP on `[VIP6]:80`) and `ulvsd`
+    /// with `--tap`/`--bridge`.
     pub fn new(bins: Bins, n_servers: usize) -> Result<Self> {
         ensure!((1..=8).contains(&n_servers), "1 to 8 real servers");
         let dir = tempfile::Builder::new()
@@ -68,24 +144,37 @@ impl DrRig {
             ))
             .tempdir()
             .context("create rig temp dir")?;
-        let client = Netns::new("client")?;
+        let client = lan_host("client")?;
         let director = Netns::new("director")?;
         director.add_bridge("br0")?;
         director.add_addr("br0", LAN_DIRECTOR, 24)?;
+        director.add_addr6("br0", LAN_DIRECTOR6, 64)?;
         veth(&client, "eth0", &director, "cl0")?;
         director.enslave("cl0", "br0")?;
         client.add_addr("eth0", LAN_CLIENT, 24)?;
+        client.add_addr6("eth0", LAN_CLIENT6, 64)?;
         client.ip(&["route", "add", &format!("{DR_VIP}/32"), "dev", "eth0"])?;
+        client.ip(&[
+            "-6",
+            "route",
+            "add",
+            &format!("{DR_VIP6}/128"),
+            "dev",
+            "eth0",
+        ])?;
         let mut servers = Vec::new();
         for i in 1..=n_servers {
             let name = format!("rs{i}");
-            let ns = Netns::new(&name)?;
+            let ns = lan_host(&name)?;
             let addr = Ipv4Addr::new(198, 18, 1, 10 + u8::try_from(i)?);
+            let addr6 = Ipv6Addr::new(0xfd00, 0x1b5, 0, 1, 0, 0, 0, 0x10 + u16::try_from(i)?);
             veth(&ns, "eth0", &director, &name)?;
             director.enslave(&name, "br0")?;
             ns.add_addr("eth0", addr, 24)?;
+            ns.add_addr6("eth0", addr6, 64)?;
             ns.link_up("lo")?;
             ns.add_addr("lo", DR_VIP, 32)?;
+            ns.add_addr6("lo", DR_VIP6, 128)?;
             for (k, v) in [
                 ("net/ipv4/conf/all/arp_ignore", "1"),
                 ("net/ipv4/conf/all/arp_announce", "2"),
@@ -94,7 +183,12 @@ impl DrRig {
             ] {
                 ns.sysctl(k, v)?;
             }
-            servers.push(DrServer { name, addr, ns });
+            servers.push(DrServer {
+                name,
+                addr,
+                addr6,
+                ns,
+            });
         }
         let mut rig = DrRig {
             ulvsd: None,
@@ -105,16 +199,16 @@ impl DrRig {
             bins,
             dir,
         };
-        for i in 0..rig.servers.len() {
-            let rs = &rig.servers[i];
-            let mut cmd = rs.ns.command(&rig.bins.testserver);
-            // UDP bound to the VIP itself, so replies leave from the VIP (a wildcard socket
-            // would answer from the primary address).
-            let udp = format!("{DR_VIP}:{PORT}");
-            cmd.args(["--name", &rs.name, "--tcp", "0.0.0.0:80", "--udp", &udp]);
-            let mut proc = Spawned::start(&format!("{}-testserver", rs.name), cmd, rig.dir.path())?;
-            proc.wait_for_output("ready", READY_TIMEOUT)?;
-            rig.server_procs.push(proc);
+        for rs in &rig.servers {
+            rig.server_procs.extend(start_vip_testservers(
+                &rig.bins,
+                &rs.ns,
+                &rs.name,
+                DR_VIP,
+                Some(DR_VIP6),
+                PORT,
+                rig.dir.path(),
+            )?);
         }
         rig.start_ulvsd()?;
         Ok(rig)
@@ -144,6 +238,22 @@ impl DrRig {
         run_cmd(&mut cmd)
     }
 
+    /// The MAC `ulvsd` forwards from and answers ARP and NDP with (its startup line
+    /// `TAP device attached ... mac=xx:xx:xx:xx:xx:xx`), lower case.
+    pub fn station_mac(&self) -> Result<String> {
+        let logs = self.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("TAP device attached"))
+            .with_context(|| format!("no TAP line in ulvsd's logs:\n{logs}"))?;
+        let mac = line
+            .split("mac=")
+            .nth(1)
+            .and_then(|m| m.get(..17))
+            .with_context(|| format!("no mac= in {line:?}"))?;
+        Ok(mac.to_ascii_lowercase())
+    }
+
     /// `ulvsd`'s logs, for failure messages.
     pub fn logs(&self) -> String {
         self.ulvsd.as_ref().map(|p| p.logs()).unwrap_or_default()
@@ -153,6 +263,11 @@ impl DrRig {
 /// The VIP's TCP / UDP service address.
 pub fn dr_vip() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(DR_VIP, PORT))
+}
+
+/// The IPv6 VIP's TCP / UDP service address.
+pub fn dr_vip6() -> SocketAddr {
+    SocketAddr::V6(SocketAddrV6::new(DR_VIP6, PORT, 0, 0))
 }
 
 /// One TCP connection to `target` (a `ulvs-testserver` behind it): reads the greeting line

@@ -210,3 +210,51 @@ pub fn spawn_ulvsd(cmd: std::process::Command, sock: &Path, log_dir: &Path) -> R
 
 /// How long [`spawn_ulvsd`] waits for the control socket.
 const ULVSD_READY: Duration = Duration::from_secs(30);
+
+/// How long [`start_testserver`] waits for a test server to listen.
+const TESTSERVER_READY: Duration = Duration::from_secs(30);
+
+/// Starts `ulvs-testserver --name NAME [--tcp TCP] [--udp UDP]` in `ns` (logs in `log_dir`,
+/// labelled `label`) and waits until it prints `ready`, i.e. every socket is bound.
+pub fn start_testserver(
+    bins: &Bins,
+    ns: &Netns,
+    name: &str,
+    label: &str,
+    tcp: Option<std::net::SocketAddr>,
+    udp: Option<std::net::SocketAddr>,
+    log_dir: &Path,
+) -> Result<Spawned> {
+    let mut cmd = ns.command(&bins.testserver);
+    cmd.args(["--name", name]);
+    if let Some(a) = tcp {
+        cmd.arg("--tcp").arg(a.to_string());
+    }
+    if let Some(a) = udp {
+        cmd.arg("--udp").arg(a.to_string());
+    }
+    let mut proc = Spawned::start(label, cmd, log_dir)?;
+    proc.wait_for_output("ready", TESTSERVER_READY)?;
+    Ok(proc)
+}
+
+/// The sum of every `"out_packets"` counter (services and real servers) in the output of
+/// `ulvsadm -L -n -o json`: the packets the director saw in the reply direction. Fails when
+/// the listing has no such counter at all.
+pub fn out_packets(json: &str) -> Result<u64> {
+    let mut total = 0u64;
+    let mut found = 0;
+    for part in json.split("\"out_packets\":").skip(1) {
+        let digits: String = part
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        total += digits.parse::<u64>().context("out_packets value")?;
+        found += 1;
+    }
+    if found == 0 {
+        bail!("no out_packets in -o json:\n{json}");
+    }
+    Ok(total)
+}

@@ -1,12 +1,13 @@
 //! End-to-end direct routing (needs root): `ulvsd` with a TAP on the LAN bridge, the real
-//! servers hold the VIP on `lo` and answer the client directly. Checks that every byte comes
-//! back, that both real servers are used, and that no reply passed the director (its outbound
-//! counters stay at zero).
+//! servers hold the VIP on `lo` and answer the client directly. Over IPv4 and IPv6, TCP and
+//! UDP: every byte comes back, both real servers are used, no reply passed the director (its
+//! outbound counters stay at zero), and over IPv6 the director resolved the real servers with
+//! NDP (their neighbour tables hold the director's link-local address at its TAP-side MAC).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use integration::dr::{DrRig, dr_vip, tcp_bulk};
+use integration::dr::{DR_VIP6, DrRig, LAN_CLIENT6, dr_vip, dr_vip6, tcp_bulk};
 use integration::{Bins, require_root};
 
 fn rig(n: usize) -> Result<DrRig> {
@@ -14,23 +15,9 @@ fn rig(n: usize) -> Result<DrRig> {
     DrRig::new(Bins::from_env()?, n)
 }
 
-/// The sum of every `"out_packets"` counter (services and real servers) in
-/// `ulvsadm -L -n -o json`, and how many such counters there were.
+/// The packets the director saw in the reply direction (every `out_packets` counter).
 fn out_pkts(rig: &DrRig) -> Result<u64> {
-    let json = rig.ulvsadm(&["-L", "-n", "-o", "json"])?;
-    let mut total = 0;
-    let mut found = 0;
-    for part in json.split("\"out_packets\":").skip(1) {
-        let digits: String = part
-            .trim_start()
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
-        total += digits.parse::<u64>().context("out_packets value")?;
-        found += 1;
-    }
-    ensure!(found > 0, "no out_packets in -o json:\n{json}");
-    Ok(total)
+    integration::out_packets(&rig.ulvsadm(&["-L", "-n", "-o", "json"])?)
 }
 
 #[test]
@@ -87,4 +74,93 @@ fn udp_dr_answers_come_from_the_vip() -> Result<()> {
     }
     ensure!(out_pkts(&rig)? == 0, "replies passed the director");
     Ok(())
+}
+
+/// The IPv6 neighbour table of `ns`'s `dev` for `addr` (or all), as `ip -6 neigh` prints it.
+fn neigh6(ns: &integration::Netns, dev: &str, addr: Option<&str>) -> Result<String> {
+    let mut args = vec!["-6", "neigh", "show", "dev", dev];
+    if let Some(a) = addr {
+        args.extend(["to", a]);
+    }
+    ns.ip(&args)
+}
+
+/// Checks that the director resolved with NDP: the client learnt the IPv6 VIP at the
+/// director's MAC (an advertisement the engine sent), and every real server holds a neighbour
+/// entry for a link-local address at that MAC (learnt from the engine's solicitation).
+fn check_ndp(rig: &DrRig) -> Result<()> {
+    let mac = rig.station_mac()?;
+    let client = neigh6(&rig.client, "eth0", Some(&DR_VIP6.to_string()))?;
+    ensure!(
+        client.contains(&format!("lladdr {mac}")),
+        "the client's entry for {DR_VIP6} is not the director's MAC {mac}: {client:?}"
+    );
+    for rs in &rig.servers {
+        let table = neigh6(&rs.ns, "eth0", None)?;
+        let solicited = table
+            .lines()
+            .any(|l| l.starts_with("fe80:") && l.contains(&format!("lladdr {mac}")));
+        ensure!(
+            solicited,
+            "{} has no link-local neighbour at the director's MAC {mac}:\n{table}",
+            rs.name
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn tcp6_dr_bulk_echo_bypasses_the_director() -> Result<()> {
+    let rig = rig(2)?;
+    let vip = dr_vip6().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+    for rs in &rig.servers {
+        rig.ulvsadm(&["-a", "-t", &vip, "-r", &rs.addr6.to_string(), "-g"])?;
+    }
+    let listing = rig.ulvsadm(&["-L", "-n"])?;
+    ensure!(listing.matches("Route").count() == 2, "-L -n:\n{listing}");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut bytes = 0;
+    // 4 x 64 KiB: 256 KiB echoed byte for byte.
+    for i in 0..4 {
+        let (name, peer, n) = rig
+            .client
+            .run(|| tcp_bulk(dr_vip6(), 64 * 1024, Duration::from_secs(5)))?
+            .with_context(|| format!("transfer {i}\n{}", rig.logs()))?;
+        ensure!(peer == dr_vip6(), "reply from {peer}");
+        seen.insert(name);
+        bytes += n;
+    }
+    ensure!(seen.len() == 2, "rr used only {seen:?}");
+    ensure!(bytes == 256 * 1024, "{bytes} bytes echoed");
+    let out = out_pkts(&rig)?;
+    ensure!(out == 0, "the director saw {out} reply packets");
+    check_ndp(&rig)
+}
+
+#[test]
+fn udp6_dr_answers_come_from_the_vip() -> Result<()> {
+    let rig = rig(2)?;
+    let vip = dr_vip6().to_string();
+    rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
+    for rs in &rig.servers {
+        rig.ulvsadm(&["-a", "-u", &vip, "-r", &rs.addr6.to_string(), "-g"])?;
+    }
+    let replies = rig.client.run(|| {
+        integration::client::many(6, Duration::from_secs(20), || {
+            integration::client::udp_once(dr_vip6(), Duration::from_secs(1), 5)
+        })
+    })??;
+    ensure!(replies.len() == 6);
+    for r in &replies {
+        ensure!(r.peer == dr_vip6(), "{r:?}");
+        ensure!(
+            r.seen_client.ip() == std::net::IpAddr::V6(LAN_CLIENT6),
+            "the real server saw {r:?}"
+        );
+    }
+    let per_server = integration::client::split(&replies);
+    ensure!(per_server.len() == 2, "rr used only {per_server:?}");
+    ensure!(out_pkts(&rig)? == 0, "replies passed the director");
+    check_ndp(&rig)
 }
