@@ -101,9 +101,22 @@ service "tunnelled" {
     prefix_len = 24
   }
 
+  # HTTPS: a GET over TLS (rustls) with the expected status. The server's certificate must
+  # chain to ca_file (PEM, relative to this file; the system CA bundle if unset) and be valid
+  # for server_name (also sent as SNI; the real server's IP address if unset). The timeout
+  # bounds connect + handshake + answer.
+  #   insecure_skip_verify = true   accepts ANY certificate (self-signed, expired, another
+  #                                 name): the check then cannot tell the real server from an
+  #                                 impostor. Only for test setups; excludes ca_file.
   health_check {
-    type    = "exec"
-    command = ["/usr/local/libexec/ulvs/check-tls", "--quiet"]
+    type          = "https"
+    path          = "/healthz"
+    expect_status = 200
+    host          = "www.example.com" # Host header (default: address:port)
+    server_name   = "www.example.com"
+    # ca_file     = "internal-ca.pem"
+    interval      = "5s"
+    timeout       = "2s"
   }
 
   real_server "dc2" {

@@ -6,7 +6,8 @@
 //! errors) and then parsed as one HCL object expression (JSON is a subset of HCL's expression
 //! syntax), whose keys are mapped onto blocks by the schema. Expressions are evaluated with
 //! `hcl-rs` in a context holding `var.*` and `local.*`, so `"${var.vip}"` interpolation works in
-//! both. Nothing here does any I/O except [`load_file`] reading the file.
+//! both. Nothing here does any I/O except [`load_file`] reading the file and the decoder reading
+//! the `ca_file` of `https` health checks (so that `validate` reports a missing or bad one).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -18,6 +19,9 @@ use std::time::Duration;
 use hcl::Value;
 use hcl::edit::Span;
 use hcl::eval::{Context, Evaluate};
+use tokio_rustls::rustls::RootCertStore;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::model::{
     Forward, Protocol, RealServerSpec, SCHEDULERS, ServiceKey, ServiceSpec, Timeouts,
@@ -125,6 +129,17 @@ pub enum CheckKind {
         /// Host header (the real server's address if unset).
         host: Option<String>,
     },
+    /// An HTTP/1.1 GET over TLS answers with the expected status.
+    Https {
+        /// Request path.
+        path: String,
+        /// Expected status code.
+        expect_status: u16,
+        /// Host header (the real server's address if unset).
+        host: Option<String>,
+        /// How the server's certificate is checked.
+        tls: TlsCheck,
+    },
     /// A UDP request gets a reply (containing `expect`, if set).
     Udp {
         /// Payload sent.
@@ -137,6 +152,22 @@ pub enum CheckKind {
         /// Program and arguments.
         command: Vec<String>,
     },
+}
+
+/// The TLS settings of an `https` health check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsCheck {
+    /// The certificates (DER) trusted to sign the server's certificate, read from `ca_file`
+    /// when the file is loaded; empty means the system's CA bundle.
+    pub ca_certs: Vec<Vec<u8>>,
+    /// The file `ca_certs` came from, as resolved (relative to the configuration file).
+    pub ca_file: Option<String>,
+    /// The name the certificate must be valid for, also sent as SNI; the real server's IP
+    /// address if unset.
+    pub server_name: Option<String>,
+    /// Accept any certificate (self-signed, expired, for another name). The handshake still
+    /// proves the server holds the certificate's key, but not who the server is: insecure.
+    pub insecure_skip_verify: bool,
 }
 
 /// A health check of one real server.
@@ -1378,13 +1409,16 @@ impl Decoder<'_> {
             .map(|p| p as u16);
         let kind = match ty.as_deref() {
             Some("tcp") => Some(CheckKind::Tcp),
-            Some("http") => {
+            Some(t @ ("http" | "https")) => {
                 let path = match self.get(&mut f, "path") {
                     Some(v) => self.string(&v, "path").unwrap_or_else(|| "/".into()),
                     None => "/".into(),
                 };
                 if !path.starts_with('/') {
                     self.err(b.at, format!("path: {path:?} must start with /"));
+                }
+                if path.chars().any(char::is_whitespace) {
+                    self.err(b.at, format!("path: {path:?} must not contain white space"));
                 }
                 let expect_status = self
                     .get(&mut f, "expect_status")
@@ -1393,11 +1427,26 @@ impl Decoder<'_> {
                 let host = self
                     .get(&mut f, "host")
                     .and_then(|v| self.string(&v, "host"));
-                Some(CheckKind::Http {
-                    path,
-                    expect_status,
-                    host,
-                })
+                if let Some(h) = &host
+                    && (h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control()))
+                {
+                    self.err(b.at, format!("host: {h:?} is not a valid Host header"));
+                }
+                if t == "http" {
+                    Some(CheckKind::Http {
+                        path,
+                        expect_status,
+                        host,
+                    })
+                } else {
+                    let tls = self.decode_tls(&mut f, b.at);
+                    Some(CheckKind::Https {
+                        path,
+                        expect_status,
+                        host,
+                        tls,
+                    })
+                }
             }
             Some("udp") => {
                 let send = self
@@ -1425,21 +1474,12 @@ impl Decoder<'_> {
                     .unwrap_or_default();
                 Some(CheckKind::Exec { command })
             }
-            Some("https") => {
-                if let Some(v) = &ty_val {
-                    self.err(
-                        v.at,
-                        "type: https health checks are not supported (this build has no TLS client); use http, tcp or exec",
-                    );
-                }
-                None
-            }
             Some(other) => {
                 if let Some(v) = &ty_val {
                     self.err(
                         v.at,
                         format!(
-                            "type: unknown health check type {other:?} (tcp, http, udp or exec)"
+                            "type: unknown health check type {other:?} (tcp, http, https, udp or exec)"
                         ),
                     );
                 }
@@ -1463,6 +1503,73 @@ impl Decoder<'_> {
             fall,
         })
     }
+}
+
+impl Decoder<'_> {
+    /// The TLS attributes of an `https` check: `ca_file` (read and parsed here, relative to the
+    /// configuration file), `server_name`, `insecure_skip_verify`.
+    fn decode_tls(&mut self, f: &mut Fields<'_>, block_at: usize) -> TlsCheck {
+        let insecure_skip_verify = self.bool_attr(f, "insecure_skip_verify");
+        let server_name = self.get(f, "server_name").and_then(|v| {
+            let name = self.string(&v, "server_name")?;
+            if ServerName::try_from(name.as_str()).is_err() {
+                self.err(
+                    v.at,
+                    format!("server_name: {name:?} is neither a DNS name nor an IP address"),
+                );
+                return None;
+            }
+            Some(name)
+        });
+        let mut tls = TlsCheck {
+            ca_certs: Vec::new(),
+            ca_file: None,
+            server_name,
+            insecure_skip_verify,
+        };
+        let Some(v) = self.get(f, "ca_file") else {
+            return tls;
+        };
+        let Some(name) = self.string(&v, "ca_file") else {
+            return tls;
+        };
+        if insecure_skip_verify {
+            self.err(
+                block_at,
+                "ca_file and insecure_skip_verify exclude each other (insecure_skip_verify trusts any certificate)",
+            );
+            return tls;
+        }
+        let path = match Path::new(self.src.file).parent() {
+            Some(dir) if Path::new(&name).is_relative() => dir.join(&name),
+            _ => Path::new(&name).to_path_buf(),
+        };
+        let shown = path.display().to_string();
+        match read_ca_file(&path) {
+            Ok(certs) => tls.ca_certs = certs,
+            Err(why) => self.err(v.at, format!("ca_file: {shown}: {why}")),
+        }
+        tls.ca_file = Some(shown);
+        tls
+    }
+}
+
+/// The certificates of a PEM file, each checked to be one rustls accepts as a trust anchor.
+fn read_ca_file(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut certs = Vec::new();
+    for item in CertificateDer::pem_slice_iter(&pem) {
+        let cert = item.map_err(|e| format!("not a PEM file: {e}"))?;
+        let mut store = RootCertStore::empty();
+        store
+            .add(cert.clone())
+            .map_err(|e| format!("certificate {} is not usable: {e}", certs.len() + 1))?;
+        certs.push(cert.as_ref().to_vec());
+    }
+    if certs.is_empty() {
+        return Err("holds no certificate (\"-----BEGIN CERTIFICATE-----\")".to_owned());
+    }
+    Ok(certs)
 }
 
 fn canonical_flag(flag: &str, scheduler: &str) -> Result<String, String> {

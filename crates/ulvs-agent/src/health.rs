@@ -1,34 +1,72 @@
-//! Health checks of real servers (TCP connect, HTTP GET, UDP request/response, exec) with
-//! rise/fall hysteresis, one tokio task per checked real server.
+//! Health checks of real servers (TCP connect, HTTP and HTTPS GET, UDP request/response, exec)
+//! with rise/fall hysteresis, one tokio task per checked real server.
 //!
 //! The result is a [`HealthView`] the planner takes as input: the checks never change the
 //! daemon themselves. Every state change is logged and wakes the reconciler through a
 //! [`Notify`]. Servers start healthy (as in keepalived): a dead server is drained after `fall`
 //! failed checks, a recovered one restored after `rise` successful ones.
+//!
+//! HTTPS checks use rustls (the `ring` provider, TLS 1.2 and 1.3): the server's certificate must
+//! chain to the check's `ca_file` (or the system's CA bundle) and be valid for `server_name` (or
+//! the real server's IP address), unless `insecure_skip_verify` is set. The TLS client
+//! configuration is built once per check task, not per check; the check's timeout bounds the
+//! connect, the handshake and the answer together.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::crypto::{self, CryptoProvider};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::config::{CheckKind, Config, HealthCheckSpec};
+use crate::config::{CheckKind, Config, HealthCheckSpec, TlsCheck};
 use crate::desired::HealthView;
 use crate::model::ServiceKey;
+
+/// Where the system's CA bundle is looked for (after `SSL_CERT_FILE`) when an `https` check
+/// names no `ca_file`: Debian/Ubuntu, Fedora/RHEL, openSUSE, Alpine.
+pub const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
 /// Runs one check of `spec` against `target` (bounded by `spec.timeout`); `Err` says why it
 /// failed.
 pub async fn check_once(spec: &HealthCheckSpec, target: SocketAddr) -> Result<(), String> {
-    match tokio::time::timeout(spec.timeout, run_check(&spec.kind, target)).await {
+    let tls = tls_client(&spec.kind)?;
+    check_with(spec, tls.as_ref(), target).await
+}
+
+/// [`check_once`] with the TLS client configuration already built (see [`tls_client`]).
+async fn check_with(
+    spec: &HealthCheckSpec,
+    tls: Option<&Arc<ClientConfig>>,
+    target: SocketAddr,
+) -> Result<(), String> {
+    match tokio::time::timeout(spec.timeout, run_check(&spec.kind, tls, target)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {:?}", spec.timeout)),
     }
 }
 
-async fn run_check(kind: &CheckKind, target: SocketAddr) -> Result<(), String> {
+async fn run_check(
+    kind: &CheckKind,
+    tls: Option<&Arc<ClientConfig>>,
+    target: SocketAddr,
+) -> Result<(), String> {
     match kind {
         CheckKind::Tcp => TcpStream::connect(target)
             .await
@@ -38,28 +76,172 @@ async fn run_check(kind: &CheckKind, target: SocketAddr) -> Result<(), String> {
             path,
             expect_status,
             host,
-        } => http_check(target, path, *expect_status, host.as_deref()).await,
+        } => {
+            let s = TcpStream::connect(target)
+                .await
+                .map_err(|e| format!("http connect to {target}: {e}"))?;
+            http_exchange(s, "http", target, path, *expect_status, host.as_deref()).await
+        }
+        CheckKind::Https {
+            path,
+            expect_status,
+            host,
+            tls: settings,
+        } => {
+            let config = tls.ok_or_else(|| "https: no TLS client configuration".to_owned())?;
+            let s = tls_connect(target, settings, config).await?;
+            http_exchange(s, "https", target, path, *expect_status, host.as_deref()).await
+        }
         CheckKind::Udp { send, expect } => udp_check(target, send, expect.as_deref()).await,
         CheckKind::Exec { command } => exec_check(command, target).await,
     }
 }
 
-async fn http_check(
+/// The TLS client configuration of an `https` check (`None` for the other kinds): trust the
+/// check's CA certificates, else the system bundle; or, with `insecure_skip_verify`, anything.
+pub fn tls_client(kind: &CheckKind) -> Result<Option<Arc<ClientConfig>>, String> {
+    let CheckKind::Https { tls, .. } = kind else {
+        return Ok(None);
+    };
+    let provider = Arc::new(crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("https: TLS setup: {e}"))?;
+    let config = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        builder
+            .with_root_certificates(trust_anchors(tls)?)
+            .with_no_client_auth()
+    };
+    Ok(Some(Arc::new(config)))
+}
+
+fn trust_anchors(tls: &TlsCheck) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    if !tls.ca_certs.is_empty() {
+        for der in &tls.ca_certs {
+            roots
+                .add(CertificateDer::from(der.clone()))
+                .map_err(|e| format!("https: a certificate of the ca_file is not usable: {e}"))?;
+        }
+        return Ok(roots);
+    }
+    let from_env = std::env::var_os("SSL_CERT_FILE");
+    let candidates = from_env
+        .iter()
+        .map(Path::new)
+        .chain(SYSTEM_CA_BUNDLES.iter().map(Path::new));
+    for path in candidates {
+        let Ok(pem) = std::fs::read(path) else {
+            continue;
+        };
+        let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+        let (added, _unusable) = roots.add_parsable_certificates(certs);
+        if added > 0 {
+            return Ok(roots);
+        }
+    }
+    Err(format!(
+        "https: no ca_file given and no system CA bundle found (SSL_CERT_FILE, {})",
+        SYSTEM_CA_BUNDLES.join(", ")
+    ))
+}
+
+/// TCP connect and TLS handshake; the certificate must be valid for the check's
+/// `server_name`, or for the real server's IP address.
+async fn tls_connect(
+    target: SocketAddr,
+    settings: &TlsCheck,
+    config: &Arc<ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let name = match &settings.server_name {
+        Some(n) => {
+            ServerName::try_from(n.clone()).map_err(|e| format!("https: server_name {n:?}: {e}"))?
+        }
+        None => ServerName::IpAddress(target.ip().into()),
+    };
+    let tcp = TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("https connect to {target}: {e}"))?;
+    TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("https {target}: TLS handshake: {e}"))
+}
+
+/// Accepts any server certificate, but still checks the handshake signature against it (so
+/// the server holds the certificate's key). `insecure_skip_verify` only.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Sends a GET for `path` on `s` and compares the answer's status with `expect`.
+async fn http_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    scheme: &str,
     target: SocketAddr,
     path: &str,
     expect: u16,
     host: Option<&str>,
 ) -> Result<(), String> {
-    let mut s = TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("http connect to {target}: {e}"))?;
     let host = host.map_or_else(|| target.to_string(), str::to_owned);
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ulvs-agent\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes())
         .await
-        .map_err(|e| format!("http write to {target}: {e}"))?;
+        .map_err(|e| format!("{scheme} write to {target}: {e}"))?;
+    s.flush()
+        .await
+        .map_err(|e| format!("{scheme} write to {target}: {e}"))?;
     // The status line is all we need: read until its end (or 1 KiB).
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 256];
@@ -67,7 +249,7 @@ async fn http_check(
         let n = s
             .read(&mut chunk)
             .await
-            .map_err(|e| format!("http read from {target}: {e}"))?;
+            .map_err(|e| format!("{scheme} read from {target}: {e}"))?;
         if n == 0 {
             break;
         }
@@ -77,17 +259,17 @@ async fn http_check(
     let line = line.lines().next().unwrap_or("");
     let mut parts = line.split_whitespace();
     let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(format!("http {target}: no status line in the answer"));
+        return Err(format!("{scheme} {target}: no status line in the answer"));
     };
     if !version.starts_with("HTTP/") {
-        return Err(format!("http {target}: not an HTTP answer: {line:?}"));
+        return Err(format!("{scheme} {target}: not an HTTP answer: {line:?}"));
     }
     match code.parse::<u16>() {
         Ok(c) if c == expect => Ok(()),
         Ok(c) => Err(format!(
-            "http {target}{path}: status {c}, expected {expect}"
+            "{scheme} {target}{path}: status {c}, expected {expect}"
         )),
-        Err(_) => Err(format!("http {target}: bad status line {line:?}")),
+        Err(_) => Err(format!("{scheme} {target}: bad status line {line:?}")),
     }
 }
 
@@ -254,11 +436,17 @@ async fn check_loop(
     let addr = SocketAddr::new(rs.ip(), spec.port.unwrap_or(rs.port()));
     let mut healthy = true;
     let (mut oks, mut fails) = (0u32, 0u32);
+    // Built once: an unusable TLS setup fails every check, with its reason.
+    let tls = tls_client(&spec.kind);
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match check_once(&spec, addr).await {
+        let outcome = match &tls {
+            Ok(tls) => check_with(&spec, tls.as_ref(), addr).await,
+            Err(why) => Err(why.clone()),
+        };
+        match outcome {
             Ok(()) => {
                 fails = 0;
                 oks = oks.saturating_add(1);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ulvs_agent::config::{Diagnostic, Syntax, load_file, parse_str};
+use ulvs_agent::config::{CheckKind, Diagnostic, Syntax, load_file, parse_str};
 
 fn errors(text: &str) -> Vec<String> {
     errors_in(text, Syntax::Hcl)
@@ -97,7 +97,7 @@ fn duplicate_services_and_real_servers_are_located() {
 #[test]
 fn semantic_errors_name_the_value() {
     let e = errors(
-        "service \"a\" {\n  address = \"198.18.100.1\"\n  port = 70000\n  scheduler = \"fastest\"\n  one_packet = true\n  health_check {\n    type = \"https\"\n  }\n}\n",
+        "service \"a\" {\n  address = \"198.18.100.1\"\n  port = 70000\n  scheduler = \"fastest\"\n  one_packet = true\n  health_check {\n    type = \"https\"\n    ca_file = \"/nonexistent/ca.pem\"\n  }\n}\n",
     );
     assert_eq!(e.len(), 4, "{e:?}");
     assert!(
@@ -113,9 +113,70 @@ fn semantic_errors_name_the_value() {
         "{e:?}"
     );
     assert!(
-        e[3].starts_with("f.hcl:7:12: error: type: https health checks are not supported"),
+        e[3].starts_with("f.hcl:8:15: error: ca_file: /nonexistent/ca.pem: cannot read it"),
         "{e:?}"
     );
+}
+
+#[test]
+fn https_check_settings_are_checked() {
+    let check = |attrs: &str| {
+        format!(
+            "service \"a\" {{\n  address = \"198.18.100.1\"\n  port = 443\n  health_check {{\n    type = \"https\"\n{attrs}\n  }}\n  real_server {{\n    address = \"198.18.1.1\"\n  }}\n}}\n"
+        )
+    };
+    let e = errors(&check("    server_name = \"not a name\""));
+    assert_eq!(
+        e,
+        ["f.hcl:6:19: error: server_name: \"not a name\" is neither a DNS name nor an IP address"]
+    );
+    let e = errors(&check(
+        "    insecure_skip_verify = true\n    ca_file = \"ca.pem\"",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("f.hcl:4:3: error: ca_file and insecure_skip_verify exclude each other"),
+        "{e:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let e = errors(&check(&format!(
+        "    ca_file = {:?}",
+        empty.display().to_string()
+    )));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("holds no certificate"), "{e:?}");
+    // http checks take no TLS settings.
+    let e = errors(
+        "service \"a\" {\n  address = \"198.18.100.1\"\n  port = 80\n  health_check {\n    type = \"http\"\n    insecure_skip_verify = true\n  }\n}\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("insecure_skip_verify"), "{e:?}");
+    // A valid one decodes, with the server name and no CA file (the system bundle).
+    let cfg = parse_str(
+        "f.hcl",
+        &check("    server_name = \"www.example\"\n    path = \"/ready\"\n    expect_status = 204"),
+        Syntax::Hcl,
+        &BTreeMap::new(),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let hc = cfg.services[0].real_servers[0]
+        .health_check
+        .clone()
+        .unwrap();
+    let CheckKind::Https {
+        path,
+        expect_status,
+        host,
+        tls,
+    } = hc.kind
+    else {
+        panic!("{hc:?}");
+    };
+    assert_eq!((path.as_str(), expect_status, host), ("/ready", 204, None));
+    assert_eq!(tls.server_name.as_deref(), Some("www.example"));
+    assert!(tls.ca_certs.is_empty() && tls.ca_file.is_none() && !tls.insecure_skip_verify);
 }
 
 #[test]
