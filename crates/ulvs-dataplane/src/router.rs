@@ -9,6 +9,17 @@
 //!   `from RS/32 iif <dev the RS is reached through> ipproto <proto> sport <port> lookup <table>`
 //!   (no `sport` when the real server's port is 0), so that only the real server's service
 //!   replies are steered; packets ulvsd writes back arrive with `iif <tun>` and never match;
+//! - per NAT real server, a policy rule
+//!   `from RS/32 iif <dev> ipproto icmp` (`ipv6-icmp` for IPv6) `lookup <table>`, so that ICMP
+//!   errors a real server sends about a NAT connection (port unreachable, fragmentation needed,
+//!   packet too big) reach the engine, which translates them for the client. A rule cannot
+//!   match ICMP types, so every ICMP message of the real server is steered: the engine hands
+//!   back the ones that belong to no connection (an echo request to the client, an echo reply)
+//!   as [`ulvs_engine::Verdict::Pass`], the worker writes them back into the TUN unchanged, and
+//!   the kernel forwards them (they re-enter with `iif <tun>`, so they do not match again;
+//!   `rp_filter` is off on the TUN, which the prerequisite check enforces). Messages to the
+//!   director's own addresses (and IPv6 neighbour discovery) never reach the rule: the `local`
+//!   table is looked up first;
 //! - per address family that has such a rule, `default dev <tun>` in the ulvs table.
 //!
 //! Every route and rule carries the router's own protocol id ([`RouterOptions::protocol`]), so
@@ -96,6 +107,22 @@ pub struct ReplyRule {
     pub sport: Option<u16>,
 }
 
+/// A policy rule that steers a NAT real server's ICMP messages into the TUN.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IcmpRule {
+    /// The real server's address (matched as a host prefix).
+    pub source: IpAddr,
+    /// The interface the real server is reached through.
+    pub iif: String,
+}
+
+impl IcmpRule {
+    /// ICMP for IPv4, ICMPv6 for IPv6.
+    fn ip_protocol(&self) -> u8 {
+        if self.source.is_ipv4() { 1 } else { 58 }
+    }
+}
+
 /// One kernel object the router manages. The order of the variants is the install order
 /// (removal goes in reverse): the reply path before the VIP routes that attract traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,6 +131,9 @@ pub enum Entry {
     TableDefault(Family),
     /// A reply-steering policy rule.
     Rule(ReplyRule),
+    /// An ICMP-steering policy rule for a NAT real server: `from RS iif <dev> ipproto icmp`
+    /// (or `ipv6-icmp`).
+    IcmpRule(IcmpRule),
     /// `LADDR/32` (or `/128`) `dev <tun>` in table main: a FULLNAT local address (reply path,
     /// so installed before the VIP routes).
     LocalRoute(IpAddr),
@@ -129,6 +159,18 @@ impl fmt::Display for Entry {
                     write!(f, " sport {p}")?;
                 }
                 Ok(())
+            }
+            Entry::IcmpRule(r) => {
+                let (len, proto) = if r.source.is_ipv4() {
+                    (32, "icmp")
+                } else {
+                    (128, "ipv6-icmp")
+                };
+                write!(
+                    f,
+                    "rule from {}/{len} iif {} ipproto {proto}",
+                    r.source, r.iif
+                )
             }
             Entry::VipRoute(ip) | Entry::LocalRoute(ip) => {
                 let len = if ip.is_ipv4() { 32 } else { 128 };
@@ -196,6 +238,10 @@ pub fn desired_entries(
             let ip = d.addr.ip();
             let iif = ifaces.get(&ip).ok_or(RouterError::NoRoute(ip))?;
             out.insert(Entry::TableDefault(Family::of(ip)));
+            out.insert(Entry::IcmpRule(IcmpRule {
+                source: ip,
+                iif: iif.clone(),
+            }));
             out.insert(Entry::Rule(ReplyRule {
                 source: ip,
                 iif: iif.clone(),
@@ -252,7 +298,7 @@ fn route_message(entry: &Entry, opts: &RouterOptions) -> Option<RouteMessage> {
         }
         Entry::TableDefault(Family::V4) => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0, Some(opts.table)),
         Entry::TableDefault(Family::V6) => (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0, Some(opts.table)),
-        Entry::Rule(_) => return None,
+        Entry::Rule(_) | Entry::IcmpRule(_) => return None,
     };
     let mut msg = match dst {
         IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
@@ -278,14 +324,46 @@ fn route_message(entry: &Entry, opts: &RouterOptions) -> Option<RouteMessage> {
     Some(msg)
 }
 
-/// Builds the netlink rule message for a rule entry.
+/// Builds the netlink rule message for a rule entry (`None` for a route entry).
+fn entry_rule_message(entry: &Entry, opts: &RouterOptions) -> Option<RuleMessage> {
+    match entry {
+        Entry::Rule(r) => Some(rule_message(r, opts)),
+        Entry::IcmpRule(r) => {
+            let mut msg = base_rule_message(r.source, &r.iif, opts);
+            msg.attributes
+                .push(RuleAttribute::IpProtocol(IpProtocol::from(r.ip_protocol())));
+            Some(msg)
+        }
+        _ => None,
+    }
+}
+
+/// Builds the netlink rule message for a reply rule.
 fn rule_message(rule: &ReplyRule, opts: &RouterOptions) -> RuleMessage {
+    let mut msg = base_rule_message(rule.source, &rule.iif, opts);
+    msg.attributes
+        .push(RuleAttribute::IpProtocol(IpProtocol::from(
+            rule.protocol.number(),
+        )));
+    if let Some(p) = rule.sport {
+        msg.attributes
+            .push(RuleAttribute::SourcePortRange(RulePortRange {
+                start: p,
+                end: p,
+            }));
+    }
+    msg
+}
+
+/// The part of a steering rule every kind shares: `from SOURCE iif IIF lookup <table>` with
+/// our priority and protocol id.
+fn base_rule_message(source: IpAddr, iif: &str, opts: &RouterOptions) -> RuleMessage {
     let mut msg = RuleMessage::default();
-    msg.header.family = match rule.source {
+    msg.header.family = match source {
         IpAddr::V4(_) => rtnetlink::packet_route::AddressFamily::Inet,
         IpAddr::V6(_) => rtnetlink::packet_route::AddressFamily::Inet6,
     };
-    msg.header.src_len = if rule.source.is_ipv4() { 32 } else { 128 };
+    msg.header.src_len = if source.is_ipv4() { 32 } else { 128 };
     msg.header.action = RuleAction::ToTable;
     if opts.table > 255 {
         msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
@@ -294,19 +372,10 @@ fn rule_message(rule: &ReplyRule, opts: &RouterOptions) -> RuleMessage {
     }
     let a = &mut msg.attributes;
     a.push(RuleAttribute::Table(opts.table));
-    a.push(RuleAttribute::Source(rule.source));
-    a.push(RuleAttribute::Iifname(rule.iif.clone()));
+    a.push(RuleAttribute::Source(source));
+    a.push(RuleAttribute::Iifname(iif.to_owned()));
     a.push(RuleAttribute::Priority(opts.rule_priority));
     a.push(RuleAttribute::Protocol(RouteProtocol::from(opts.protocol)));
-    a.push(RuleAttribute::IpProtocol(IpProtocol::from(
-        rule.protocol.number(),
-    )));
-    if let Some(p) = rule.sport {
-        a.push(RuleAttribute::SourcePortRange(RulePortRange {
-            start: p,
-            end: p,
-        }));
-    }
     msg
 }
 
@@ -577,13 +646,13 @@ impl Router {
     }
 
     async fn add(&self, entry: &Entry) -> Result<(), RouterError> {
-        let res = match entry {
-            Entry::Rule(rule) => {
+        let res = match entry_rule_message(entry, &self.opts) {
+            Some(msg) => {
                 let mut req = self.handle.rule().add();
-                *req.message_mut() = rule_message(rule, &self.opts);
+                *req.message_mut() = msg;
                 req.execute().await
             }
-            _ => {
+            None => {
                 let msg = route_message(entry, &self.opts).expect("a route entry");
                 self.handle.route().add(msg).execute().await
             }
@@ -597,15 +666,9 @@ impl Router {
     /// Deletes an entry; one that is already gone (its device was removed, or someone deleted
     /// it) counts as deleted.
     async fn del(&self, entry: &Entry) -> Result<(), RouterError> {
-        let res = match entry {
-            Entry::Rule(rule) => {
-                self.handle
-                    .rule()
-                    .del(rule_message(rule, &self.opts))
-                    .execute()
-                    .await
-            }
-            _ => {
+        let res = match entry_rule_message(entry, &self.opts) {
+            Some(msg) => self.handle.rule().del(msg).execute().await,
+            None => {
                 let msg = route_message(entry, &self.opts).expect("a route entry");
                 self.handle.route().del(msg).execute().await
             }
@@ -668,6 +731,13 @@ mod tests {
         })
     }
 
+    fn icmp_rule(src: &str, iif: &str) -> Entry {
+        Entry::IcmpRule(IcmpRule {
+            source: ip(src),
+            iif: iif.to_owned(),
+        })
+    }
+
     #[test]
     fn empty_config_needs_nothing() {
         let set = desired_entries(&Config::default(), &BTreeMap::new()).unwrap();
@@ -709,6 +779,8 @@ mod tests {
             rule("198.18.2.2", "veth-rs1", Protocol::Tcp, Some(8080)),
             rule("198.18.3.2", "veth-rs2", Protocol::Tcp, Some(80)),
             rule("198.18.2.2", "veth-rs1", Protocol::Udp, Some(53)),
+            icmp_rule("198.18.2.2", "veth-rs1"),
+            icmp_rule("198.18.3.2", "veth-rs2"),
             Entry::VipRoute(ip("198.18.100.1")),
             Entry::VipRoute(ip("198.18.100.2")),
         ]
@@ -738,6 +810,7 @@ mod tests {
         let expected: BTreeSet<Entry> = [
             Entry::TableDefault(Family::V6),
             rule("fd00:1b5:2::2", "eth1", Protocol::Tcp, None),
+            icmp_rule("fd00:1b5:2::2", "eth1"),
             Entry::VipRoute(ip("fd00:1b5::100")),
         ]
         .into_iter()
@@ -875,6 +948,28 @@ mod tests {
                 .any(|a| matches!(a, RouteAttribute::Destination(_)))
         );
         assert!(route_message(&Entry::Rule(r), &opts).is_none());
+        for (src, proto) in [
+            ("198.18.2.2", IpProtocol::Icmp),
+            ("fd00:1b5:2::2", IpProtocol::from(58)),
+        ] {
+            let e = icmp_rule(src, "veth1");
+            assert!(route_message(&e, &opts).is_none());
+            let m = entry_rule_message(&e, &opts).unwrap();
+            assert_eq!(m.header.action, RuleAction::ToTable);
+            for attr in [
+                RuleAttribute::Source(ip(src)),
+                RuleAttribute::Iifname("veth1".into()),
+                RuleAttribute::IpProtocol(proto),
+                RuleAttribute::Protocol(RouteProtocol::from(0x75)),
+            ] {
+                assert!(m.attributes.contains(&attr), "{attr:?} missing");
+            }
+            assert!(
+                !m.attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::SourcePortRange(_)))
+            );
+        }
     }
 
     #[test]
@@ -882,6 +977,10 @@ mod tests {
         assert_eq!(
             rule("198.18.2.2", "veth1", Protocol::Tcp, Some(80)).to_string(),
             "rule from 198.18.2.2/32 iif veth1 ipproto tcp sport 80"
+        );
+        assert_eq!(
+            icmp_rule("fd00:1b5:2::2", "eth1").to_string(),
+            "rule from fd00:1b5:2::2/128 iif eth1 ipproto ipv6-icmp"
         );
         assert_eq!(
             Entry::VipRoute(ip("fd00:1b5::1")).to_string(),

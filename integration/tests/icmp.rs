@@ -1,0 +1,215 @@
+//! End-to-end ICMP tests (needs root): ICMP errors of NAT real servers are steered into the
+//! TUN and translated for the client, while untracked ICMP of real servers (a real server
+//! pinging the client) is handed back by the engine and still flows.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use integration::topology::{CLIENT_ADDR, CLIENT_ADDR6, vip_udp, vip6_udp};
+use integration::{Bins, NatRig, require_root};
+
+/// A UDP port on the real server where nothing listens: the real server answers with ICMP
+/// port unreachable.
+const CLOSED_PORT: u16 = 5999;
+
+/// Sends datagrams from a connected UDP socket until a receive fails with "connection
+/// refused" (the client's kernel matched a translated port unreachable to the socket), for at
+/// most `timeout`. Any answer or a different error is a failure.
+fn expect_refused(target: SocketAddr, timeout: Duration) -> Result<()> {
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let sock = UdpSocket::bind(bind)?;
+    sock.connect(target)?;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        match sock.send(b"anyone there?") {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Ok(()),
+            Err(e) => return Err(e).context("send"),
+            Ok(_) => {}
+        }
+        match sock.recv(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Ok(()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(e).context("recv"),
+            Ok(n) => bail!("unexpected answer from {target}: {:?}", &buf[..n]),
+        }
+    }
+    bail!("no port unreachable for {target} within {timeout:?}")
+}
+
+/// The Internet checksum of `data`.
+fn inet_checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Pings `dst` from the calling thread's namespace with a raw ICMP / ICMPv6 socket until an
+/// echo reply with our identifier comes back, for at most `timeout`.
+fn ping(dst: IpAddr, timeout: Duration) -> Result<()> {
+    let (domain, proto, req, rep) = match dst {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128, 129),
+    };
+    // SAFETY: plain socket(2); the result is checked.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
+    ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 300_000,
+    };
+    // SAFETY: the pointer and length describe `tv`.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    let ident = (std::process::id() & 0xffff) as u16;
+    let deadline = Instant::now() + timeout;
+    let mut seq = 0u16;
+    while Instant::now() < deadline {
+        seq += 1;
+        let mut msg = [0u8; 16];
+        msg[0] = req;
+        msg[4..6].copy_from_slice(&ident.to_be_bytes());
+        msg[6..8].copy_from_slice(&seq.to_be_bytes());
+        msg[8..].copy_from_slice(b"ulvsping");
+        if dst.is_ipv4() {
+            // The kernel fills the ICMPv6 checksum itself; ICMPv4's is ours.
+            let c = inet_checksum(&msg);
+            msg[2..4].copy_from_slice(&c.to_be_bytes());
+        }
+        send_to(&fd, &msg, dst)?;
+        let mut buf = [0u8; 1500];
+        let until = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < until {
+            // SAFETY: the pointer and length describe `buf`.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                break;
+            }
+            let n = n as usize;
+            // IPv4 raw sockets deliver the IP header too; ICMPv6 ones only the message.
+            let icmp = if dst.is_ipv4() {
+                let hl = usize::from(buf[0] & 0x0f) * 4;
+                &buf[hl.min(n)..n]
+            } else {
+                &buf[..n]
+            };
+            if icmp.len() >= 8 && icmp[0] == rep && icmp[4..6] == ident.to_be_bytes() {
+                return Ok(());
+            }
+        }
+    }
+    bail!("no echo reply from {dst} within {timeout:?}")
+}
+
+fn send_to(fd: &OwnedFd, msg: &[u8], dst: IpAddr) -> Result<()> {
+    let rc = match dst {
+        IpAddr::V4(a) => {
+            // SAFETY: sockaddr_in is plain data.
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+            // SAFETY: the pointers and lengths describe `msg` and `sa`.
+            unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            }
+        }
+        IpAddr::V6(a) => {
+            // SAFETY: sockaddr_in6 is plain data.
+            let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_addr.s6_addr = a.octets();
+            // SAFETY: the pointers and lengths describe `msg` and `sa`.
+            unsafe {
+                libc::sendto(
+                    fd.as_raw_fd(),
+                    msg.as_ptr().cast(),
+                    msg.len(),
+                    0,
+                    (&sa as *const libc::sockaddr_in6).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as u32,
+                )
+            }
+        }
+    };
+    ensure!(
+        rc == msg.len() as isize,
+        "sendto {dst}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// A NAT UDP service whose real server has nothing on its port: the real server's port
+/// unreachable (to the client, quoting client -> real server) is steered into the TUN by the
+/// `ipproto icmp` rule and translated (quoting client -> VIP, from the VIP), so the client's
+/// connected socket sees "connection refused". A real server's own ping to the client is
+/// steered too, handed back by the engine and answered.
+#[test]
+fn nat_real_server_icmp_errors_are_translated_and_its_pings_still_flow() -> Result<()> {
+    require_root()?;
+    let mut rig = NatRig::with_ulvsd(Bins::from_env()?, 1)?;
+    rig.enable_ipv6()?;
+    let rs4 = format!("{}:{CLOSED_PORT}", rig.servers[0].addr);
+    let rs6 = format!("[{}]:{CLOSED_PORT}", rig.servers[0].addr6());
+    for (vip, rs) in [(vip_udp(), &rs4), (vip6_udp(), &rs6)] {
+        let vip = vip.to_string();
+        rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
+        rig.ulvsadm(&["-a", "-u", &vip, "-r", rs, "-m"])?;
+    }
+    let rules = rig.director.ip(&["rule", "show"])?;
+    ensure!(
+        rules.contains("ipproto icmp"),
+        "no ICMP steering rule:\n{rules}"
+    );
+    let rules6 = rig.director.ip(&["-6", "rule", "show"])?;
+    ensure!(
+        rules6.contains("ipproto ipv6-icmp"),
+        "no ICMPv6 steering rule:\n{rules6}"
+    );
+    for vip in [vip_udp(), vip6_udp()] {
+        rig.client
+            .run(|| expect_refused(vip, Duration::from_secs(10)))?
+            .with_context(|| rig.diagnostics())?;
+    }
+    for client in [IpAddr::V4(CLIENT_ADDR), IpAddr::V6(CLIENT_ADDR6)] {
+        rig.servers[0]
+            .ns
+            .run(|| ping(client, Duration::from_secs(10)))?
+            .with_context(|| format!("real server pings {client}\n{}", rig.diagnostics()))?;
+    }
+    Ok(())
+}
