@@ -1,16 +1,21 @@
 //! End-to-end tunnel mode (needs root): `ulvsd -i` encapsulates in IPIP, GUE and GRE, the real
 //! servers decapsulate with `ulvs-decap` and answer the client directly. The real-server LAN
 //! has an MTU of 1600, so full-sized client packets (1500) fit every tunnel. For each tunnel type,
-//! TCP and UDP: every byte comes back, both real servers are used, no reply passed the
-//! director (its outbound counters stay at zero), and the decapsulators delivered packets and
-//! dropped none.
+//! over IPv4 and over IPv6 (IPv6-in-IPv6 for ipip, RFC 2473), TCP and UDP: every byte comes
+//! back, both real servers are used, no reply passed the director (its outbound counters stay
+//! at zero), and the decapsulators delivered packets and dropped none. The mixed-family cases
+//! IPVS allows in tunnel mode (an IPv4 VIP on IPv6 real-server addresses and the reverse) are
+//! covered with ipip.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use integration::dr::tcp_bulk;
-use integration::tunnel::{GUE_PORT, TUN_CLIENT, TunRig, tun_vip};
+use integration::tunnel::{
+    GUE_PORT, TUN_CLIENT, TUN_CLIENT6, TunRig, TunServer, tun_vip, tun_vip6,
+};
 use integration::{Bins, require_root};
 
 /// The MTU of the director's LAN and the real servers' links: room for a 1500-byte client
@@ -22,23 +27,48 @@ fn rig(n: usize) -> Result<TunRig> {
     TunRig::new(Bins::from_env()?, n, LAN_MTU)
 }
 
-/// The sum of every `"out_packets"` counter (services and real servers) in
-/// `ulvsadm -L -n -o json`.
+/// The packets the director saw in the reply direction (every `out_packets` counter).
 fn out_pkts(rig: &TunRig) -> Result<u64> {
-    let json = rig.ulvsadm(&["-L", "-n", "-o", "json"])?;
-    let mut total = 0;
-    let mut found = 0;
-    for part in json.split("\"out_packets\":").skip(1) {
-        let digits: String = part
-            .trim_start()
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect();
-        total += digits.parse::<u64>().context("out_packets value")?;
-        found += 1;
+    integration::out_packets(&rig.ulvsadm(&["-L", "-n", "-o", "json"])?)
+}
+
+/// The address families of a case: the VIP's (what the client speaks) and the real servers'
+/// (the outer header's).
+#[derive(Debug, Clone, Copy)]
+struct Families {
+    vip6: bool,
+    rs6: bool,
+}
+
+const V4: Families = Families {
+    vip6: false,
+    rs6: false,
+};
+const V6: Families = Families {
+    vip6: true,
+    rs6: true,
+};
+
+impl Families {
+    fn vip(self) -> SocketAddr {
+        if self.vip6 { tun_vip6() } else { tun_vip() }
     }
-    ensure!(found > 0, "no out_packets in -o json:\n{json}");
-    Ok(total)
+
+    fn client(self) -> IpAddr {
+        if self.vip6 {
+            IpAddr::V6(TUN_CLIENT6)
+        } else {
+            IpAddr::V4(TUN_CLIENT)
+        }
+    }
+
+    fn rs(self, rs: &TunServer) -> String {
+        if self.rs6 {
+            rs.addr6.to_string()
+        } else {
+            rs.addr.to_string()
+        }
+    }
 }
 
 /// ulvsadm's tunnel options for a type.
@@ -52,8 +82,8 @@ fn tun_args(kind: &str) -> Vec<String> {
     v
 }
 
-fn add_service(rig: &TunRig, proto_flag: &str, kind: &str) -> Result<()> {
-    let vip = tun_vip().to_string();
+fn add_service(rig: &TunRig, proto_flag: &str, kind: &str, fam: Families) -> Result<()> {
+    let vip = fam.vip().to_string();
     rig.ulvsadm(&["-A", proto_flag, &vip, "-s", "rr"])?;
     for rs in &rig.servers {
         let mut args = vec![
@@ -61,7 +91,7 @@ fn add_service(rig: &TunRig, proto_flag: &str, kind: &str) -> Result<()> {
             proto_flag.to_owned(),
             vip.clone(),
             "-r".to_owned(),
-            rs.addr.to_string(),
+            fam.rs(rs),
         ];
         args.extend(tun_args(kind));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -75,35 +105,46 @@ fn add_service(rig: &TunRig, proto_flag: &str, kind: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every real server's decapsulator delivered something in total and dropped nothing.
-fn check_decaps(rig: &mut TunRig) -> Result<()> {
-    let mut delivered = 0;
+/// Every real server's decapsulator dropped nothing, and together they received tunnel
+/// packets of the real servers' family only (the outer header's) and delivered them.
+fn check_decaps(rig: &mut TunRig, fam: Families) -> Result<()> {
+    let mut sum = std::collections::BTreeMap::<String, u64>::new();
     for i in 0..rig.servers.len() {
         let c = rig.decap_counters(i)?;
         for (k, v) in &c {
             let bad = k.starts_with("drop_") || k == "truncated" || k == "tun_write_errors";
             ensure!(!bad || *v == 0, "rs{} decap: {c:?}", i + 1);
-            if k == "delivered" {
-                delivered += v;
-            }
+            *sum.entry(k.clone()).or_default() += v;
         }
     }
+    let get = |k: &str| sum.get(k).copied().unwrap_or(0);
+    let delivered = get("delivered");
     ensure!(delivered > 0, "no packet was decapsulated");
+    let (want, other) = if fam.rs6 {
+        ("received_v6", "received_v4")
+    } else {
+        ("received_v4", "received_v6")
+    };
+    ensure!(
+        get(want) >= delivered && get(other) == 0,
+        "{fam:?}: outer family of the tunnel packets: {sum:?}"
+    );
     Ok(())
 }
 
-fn tcp_case(kind: &str) -> Result<()> {
+fn tcp_case(kind: &str, fam: Families) -> Result<()> {
     let mut rig = rig(2)?;
-    add_service(&rig, "-t", kind)?;
+    add_service(&rig, "-t", kind, fam)?;
+    let vip = fam.vip();
     let mut seen = BTreeSet::new();
     let mut bytes = 0;
     let sizes: Vec<usize> = (0..4).map(|i| 20_000 + i * 3_000).collect();
     for (i, &size) in sizes.iter().enumerate() {
         let (name, peer, n) = rig
             .client
-            .run(move || tcp_bulk(tun_vip(), size, Duration::from_secs(10)))?
-            .with_context(|| format!("{kind} transfer {i}\n{}", rig.logs()))?;
-        ensure!(peer == tun_vip(), "reply from {peer}");
+            .run(move || tcp_bulk(vip, size, Duration::from_secs(10)))?
+            .with_context(|| format!("{kind} {fam:?} transfer {i}\n{}", rig.logs()))?;
+        ensure!(peer == vip, "reply from {peer}");
         seen.insert(name);
         bytes += n;
     }
@@ -111,58 +152,116 @@ fn tcp_case(kind: &str) -> Result<()> {
     ensure!(bytes == sizes.iter().sum::<usize>(), "{bytes} bytes echoed");
     let out = out_pkts(&rig)?;
     ensure!(out == 0, "the director saw {out} reply packets");
-    check_decaps(&mut rig)
+    check_decaps(&mut rig, fam)
 }
 
-fn udp_case(kind: &str) -> Result<()> {
+fn udp_case(kind: &str, fam: Families) -> Result<()> {
     let mut rig = rig(2)?;
-    add_service(&rig, "-u", kind)?;
-    let replies = rig.client.run(|| {
-        integration::client::many(6, Duration::from_secs(20), || {
-            integration::client::udp_once(tun_vip(), Duration::from_secs(1), 5)
-        })
-    })??;
+    add_service(&rig, "-u", kind, fam)?;
+    let vip = fam.vip();
+    let replies = rig
+        .client
+        .run(|| {
+            integration::client::many(6, Duration::from_secs(20), || {
+                integration::client::udp_once(vip, Duration::from_secs(1), 5)
+            })
+        })?
+        .with_context(|| format!("{kind} {fam:?}\n{}", rig.logs()))?;
     ensure!(replies.len() == 6);
     let mut seen = BTreeSet::new();
     for r in &replies {
-        ensure!(r.peer == tun_vip(), "{r:?}");
+        ensure!(r.peer == vip, "{r:?}");
         ensure!(
-            r.seen_client.ip() == std::net::IpAddr::V4(TUN_CLIENT),
+            r.seen_client.ip() == fam.client(),
             "the real server saw {r:?}"
         );
         seen.insert(r.server.clone());
     }
     ensure!(seen.len() == 2, "rr used only {seen:?}");
     ensure!(out_pkts(&rig)? == 0, "replies passed the director");
-    check_decaps(&mut rig)
+    check_decaps(&mut rig, fam)
 }
 
 #[test]
 fn ipip_tcp_bulk_echo() -> Result<()> {
-    tcp_case("ipip")
+    tcp_case("ipip", V4)
 }
 
 #[test]
 fn ipip_udp() -> Result<()> {
-    udp_case("ipip")
+    udp_case("ipip", V4)
 }
 
 #[test]
 fn gue_tcp_bulk_echo() -> Result<()> {
-    tcp_case("gue")
+    tcp_case("gue", V4)
 }
 
 #[test]
 fn gue_udp() -> Result<()> {
-    udp_case("gue")
+    udp_case("gue", V4)
 }
 
 #[test]
 fn gre_tcp_bulk_echo() -> Result<()> {
-    tcp_case("gre")
+    tcp_case("gre", V4)
 }
 
 #[test]
 fn gre_udp() -> Result<()> {
-    udp_case("gre")
+    udp_case("gre", V4)
+}
+
+#[test]
+fn ipip6_tcp_bulk_echo() -> Result<()> {
+    tcp_case("ipip", V6)
+}
+
+#[test]
+fn ipip6_udp() -> Result<()> {
+    udp_case("ipip", V6)
+}
+
+#[test]
+fn gue6_tcp_bulk_echo() -> Result<()> {
+    tcp_case("gue", V6)
+}
+
+#[test]
+fn gue6_udp() -> Result<()> {
+    udp_case("gue", V6)
+}
+
+#[test]
+fn gre6_tcp_bulk_echo() -> Result<()> {
+    tcp_case("gre", V6)
+}
+
+#[test]
+fn gre6_udp() -> Result<()> {
+    udp_case("gre", V6)
+}
+
+/// An IPv4 VIP on IPv6 real-server addresses: IPv4-in-IPv6.
+#[test]
+fn ipip_ipv4_vip_over_ipv6_real_servers_tcp() -> Result<()> {
+    tcp_case(
+        "ipip",
+        Families {
+            vip6: false,
+            rs6: true,
+        },
+    )
+}
+
+/// An IPv6 VIP on IPv4 real-server addresses: IPv6-in-IPv4.
+#[test]
+fn ipip_ipv6_vip_over_ipv4_real_servers_udp() -> Result<()> {
+    udp_case(
+        "ipip",
+        Families {
+            vip6: true,
+            rs6: false,
+        },
+    )
 }
