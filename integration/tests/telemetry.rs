@@ -4,19 +4,24 @@
 //! control API after real traffic, and a control request's trace is checked to carry the
 //! caller's trace id.
 //!
+//! The real `ulvs-agent` exports its own spans to the same collector: its `apply` (a child of
+//! `$TRACEPARENT`, as a CI job would set it) shows each step as a span, and ulvsd's server span
+//! of the `Apply` request is a child of the agent's `apply_batch` span in the same trace.
+//!
 //! The Prometheus values are compared with `ulvsadm -L -n --stats --exact` and with the
 //! `ListServices` counters over gRPC (which also carry the active/inactive counts).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use integration::topology::vip_tcp;
-use integration::{Bins, NatRig, require_root, run_cmd, wait_until};
+use integration::{BIN_DIR_ENV, Bins, NatRig, require_root, run_cmd, wait_until};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -31,6 +36,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use ulvs_proto::trace::TraceParent;
 use ulvs_proto::v1 as pb;
@@ -45,6 +51,19 @@ struct Received {
     /// Latest value of each (metric name, sorted attributes).
     points: BTreeMap<(String, Vec<(String, String)>), i64>,
     spans: Vec<Span>,
+    /// The `service.name` of the process that sent each span, by span id.
+    senders: BTreeMap<Vec<u8>, String>,
+}
+
+/// The `service.name` attribute of a resource.
+fn service_name(r: Option<&Resource>) -> String {
+    r.and_then(|r| {
+        attrs(&r.attributes)
+            .into_iter()
+            .find(|(k, _)| k == "service.name")
+    })
+    .map(|(_, v)| v)
+    .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,8 +123,12 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut rx = self.0.lock().unwrap();
         for rs in req.into_inner().resource_spans {
+            let sender = service_name(rs.resource.as_ref());
             for ss in rs.scope_spans {
-                rx.spans.extend(ss.spans);
+                for span in ss.spans {
+                    rx.senders.insert(span.span_id.clone(), sender.clone());
+                    rx.spans.push(span);
+                }
             }
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
@@ -135,6 +158,67 @@ impl Collector {
             .cloned()
             .collect()
     }
+
+    /// The span named `name` sent by `sender` in trace `trace_id`.
+    fn span(&self, trace_id: &[u8], sender: &str, name: &str) -> Option<Span> {
+        let rx = self.0.lock().unwrap();
+        rx.spans
+            .iter()
+            .find(|s| {
+                s.trace_id == trace_id
+                    && s.name == name
+                    && rx.senders.get(&s.span_id).map(String::as_str) == Some(sender)
+            })
+            .cloned()
+    }
+
+    /// Every span `sender` sent.
+    fn spans_from(&self, sender: &str) -> Vec<Span> {
+        let rx = self.0.lock().unwrap();
+        rx.spans
+            .iter()
+            .filter(|s| rx.senders.get(&s.span_id).map(String::as_str) == Some(sender))
+            .cloned()
+            .collect()
+    }
+
+    /// Starts serving the OTLP metrics and trace services on `listener` (non-blocking).
+    fn serve(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        listener: std::net::TcpListener,
+    ) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
+        let _rt = rt.enter();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(
+            tokio::net::TcpListener::from_std(listener)?,
+        );
+        Ok(rt.spawn(
+            tonic::transport::Server::builder()
+                .add_service(MetricsServiceServer::new(self.clone()))
+                .add_service(TraceServiceServer::new(self.clone()))
+                .serve_with_incoming(incoming),
+        ))
+    }
+}
+
+/// A collector listening on the director's loopback; returns its OTLP endpoint URL.
+fn director_collector(
+    rig: &NatRig,
+    rt: &tokio::runtime::Runtime,
+    collector: &Collector,
+) -> Result<(
+    String,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+)> {
+    rig.director.link_up("lo")?;
+    let listener = rig
+        .director
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))?
+        .context("bind the collector in the director namespace")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let task = collector.serve(rt, listener)?;
+    Ok((format!("http://127.0.0.1:{port}"), task))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -168,30 +252,9 @@ fn list_services(rt: &tokio::runtime::Runtime, rig: &NatRig) -> Result<Vec<pb::S
 fn otlp_export_carries_real_counters_and_the_callers_trace_id() -> Result<()> {
     require_root()?;
     let mut rig = NatRig::new(Bins::from_env()?, 2)?;
-    rig.director.link_up("lo")?;
-    let listener = rig
-        .director
-        .run(|| std::net::TcpListener::bind("127.0.0.1:0"))?
-        .context("bind the collector in the director namespace")?;
-    listener.set_nonblocking(true)?;
-    let port = listener.local_addr()?.port();
-
     let rt = runtime()?;
     let collector = Collector::default();
-    let collector_task = {
-        let _rt = rt.enter();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(
-            tokio::net::TcpListener::from_std(listener)?,
-        );
-        let c = collector.clone();
-        rt.spawn(
-            tonic::transport::Server::builder()
-                .add_service(MetricsServiceServer::new(c.clone()))
-                .add_service(TraceServiceServer::new(c))
-                .serve_with_incoming(incoming),
-        )
-    };
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let (endpoint, collector_task) = director_collector(&rig, &rt, &collector)?;
     rig.start_ulvsd_with_env(
         &["--otlp-endpoint", &endpoint],
         &[
@@ -292,6 +355,177 @@ fn otlp_export_carries_real_counters_and_the_callers_trace_id() -> Result<()> {
             }))
         },
     )?;
+
+    rig.stop_ulvsd(Duration::from_secs(10))?;
+    collector_task.abort();
+    Ok(())
+}
+
+fn agent_bin() -> Result<PathBuf> {
+    let dir = std::env::var_os(BIN_DIR_ENV)
+        .context("ULVS_BIN_DIR is not set (run `cargo xtask integration`)")?;
+    let p = PathBuf::from(dir).join("ulvs-agent");
+    ensure!(
+        p.is_file(),
+        "{} not found (cargo build -p ulvs-agent)",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// A desired state: the rr TCP service over the rig's real servers with `weight`.
+fn agent_config(rig: &NatRig, weight: u32) -> String {
+    let mut out = format!(
+        "service \"web\" {{\n  address = \"{}\"\n  port = {}\n  scheduler = \"rr\"\n  forward = \"masq\"\n",
+        vip_tcp().ip(),
+        vip_tcp().port()
+    );
+    for rs in &rig.servers {
+        out.push_str(&format!(
+            "  real_server {{\n    address = \"{}\"\n    port = 8080\n    weight = {weight}\n  }}\n",
+            rs.addr
+        ));
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// Runs the real agent in the director namespace (where the collector listens).
+fn run_agent(rig: &NatRig, env: &[(&str, String)], args: &[&str]) -> Result<String> {
+    let mut cmd = rig.director.command(agent_bin()?);
+    cmd.arg("--socket")
+        .arg(rig.socket())
+        .arg("-c")
+        .arg(rig.dir().join("agent.hcl"))
+        .args(args)
+        .env_remove("TRACEPARENT")
+        .env_remove("OTEL_BSP_SCHEDULE_DELAY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_cmd(&mut cmd)
+}
+
+fn hex(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_agents_trace_carries_its_steps_and_the_daemons_apply() -> Result<()> {
+    require_root()?;
+    let mut rig = NatRig::new(Bins::from_env()?, 2)?;
+    let rt = runtime()?;
+    let collector = Collector::default();
+    let (endpoint, collector_task) = director_collector(&rig, &rt, &collector)?;
+    rig.start_ulvsd_with_env(
+        &["--otlp-endpoint", &endpoint],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )?;
+    std::fs::write(rig.dir().join("agent.hcl"), agent_config(&rig, 1))?;
+
+    // `apply` under a CI job's trace. The agent keeps the default 5 s batch delay: its spans
+    // arrive only because it flushes them at exit.
+    let ci = TraceParent::new_root();
+    let out = run_agent(
+        &rig,
+        &[("TRACEPARENT", ci.to_string())],
+        &["--otlp-endpoint", &endpoint, "apply", "--auto-approve"],
+    )?;
+    ensure!(out.contains("Apply complete!"), "{out}");
+    let agent_spans = collector.spans_from("ulvs-agent");
+    let root = collector
+        .span(&ci.trace_id, "ulvs-agent", "ulvs-agent apply")
+        .with_context(|| format!("no `ulvs-agent apply` span in the CI trace: {agent_spans:#?}"))?;
+    ensure!(
+        root.parent_span_id == ci.span_id,
+        "the agent's root span is not a child of $TRACEPARENT: {root:?}"
+    );
+    let step = |name: &str| {
+        collector
+            .span(&ci.trace_id, "ulvs-agent", name)
+            .with_context(|| {
+                format!(
+                    "no agent span {name}: {:#?}",
+                    collector.spans_from("ulvs-agent")
+                )
+            })
+    };
+    for name in [
+        "read_desired_state",
+        "observe_live_state",
+        "plan",
+        "apply_batch",
+    ] {
+        let s = step(name)?;
+        ensure!(
+            s.parent_span_id == root.span_id,
+            "{name} is not a step of the apply: {s:?}"
+        );
+    }
+    let batch = step("apply_batch")?;
+    let observe = step("observe_live_state")?;
+    // ulvsd's server spans join the agent's trace under the step that made the request.
+    wait_until("ulvsd's Apply span in the agent's trace", DEADLINE, || {
+        Ok(collector
+            .span(&ci.trace_id, "ulvsd", "ulvs.v1.Ulvs/Apply")
+            .is_some())
+    })
+    .with_context(|| format!("{:#?}", collector.spans_of(&ci.trace_id)))?;
+    let apply = collector
+        .span(&ci.trace_id, "ulvsd", "ulvs.v1.Ulvs/Apply")
+        .context("Apply span")?;
+    ensure!(
+        apply.trace_id == batch.trace_id && apply.parent_span_id == batch.span_id,
+        "ulvsd's Apply span (trace {}, parent {}) is not a child of the agent's apply_batch \
+         (trace {}, span {})",
+        hex(&apply.trace_id),
+        hex(&apply.parent_span_id),
+        hex(&batch.trace_id),
+        hex(&batch.span_id)
+    );
+    wait_until(
+        "ulvsd's ListServices span under observe_live_state",
+        DEADLINE,
+        || {
+            Ok(collector.spans_of(&ci.trace_id).iter().any(|s| {
+                s.name == "ulvs.v1.Ulvs/ListServices" && s.parent_span_id == observe.span_id
+            }))
+        },
+    )?;
+
+    // `plan` of a change: the daemon's dry run of the batch is a child of the agent's dry_run.
+    std::fs::write(rig.dir().join("agent.hcl"), agent_config(&rig, 3))?;
+    let out = run_agent(&rig, &[], &["--otlp-endpoint", &endpoint, "plan"])?;
+    ensure!(out.contains("to change"), "{out}");
+    let plan_root = collector
+        .spans_from("ulvs-agent")
+        .into_iter()
+        .find(|s| s.name == "ulvs-agent plan")
+        .context("no `ulvs-agent plan` span")?;
+    ensure!(plan_root.parent_span_id.is_empty(), "{plan_root:?}");
+    let dry_run = collector
+        .span(&plan_root.trace_id, "ulvs-agent", "dry_run")
+        .context("no dry_run span in the plan's trace")?;
+    wait_until(
+        "ulvsd's dry-run Apply under the agent's dry_run",
+        DEADLINE,
+        || {
+            Ok(collector
+                .spans_of(&plan_root.trace_id)
+                .iter()
+                .any(|s| s.name == "ulvs.v1.Ulvs/Apply" && s.parent_span_id == dry_run.span_id))
+        },
+    )?;
+
+    // Without an OTLP endpoint the agent still passes $TRACEPARENT on (as a span of its own).
+    let job = TraceParent::new_root();
+    run_agent(&rig, &[("TRACEPARENT", job.to_string())], &["show"])?;
+    wait_until("ulvsd's ListServices in the job's trace", DEADLINE, || {
+        Ok(collector
+            .spans_of(&job.trace_id)
+            .iter()
+            .any(|s| s.name == "ulvs.v1.Ulvs/ListServices" && s.parent_span_id != job.span_id))
+    })?;
 
     rig.stop_ulvsd(Duration::from_secs(10))?;
     collector_task.abort();

@@ -1,11 +1,18 @@
 //! The agent's edge to the daemon: reads the live state into the model, and executes a plan as
 //! one `Apply` batch guarded by the plan's generation. The only place that names protobuf types.
+//!
+//! Reading the live state runs in an `observe_live_state` span, the batch in an `apply_batch`
+//! (or `dry_run`) span; every request carries the W3C trace context of the span it is made in
+//! ([`ulvs_telemetry::PropagateTrace`]), so the daemon's spans are children of the agent's.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 use ulvs_proto::v1 as pb;
+use ulvs_telemetry::PropagateTrace;
 
 use crate::model::{
     Forward, Observed, ObservedService, Protocol, RealServerSpec, ServiceKey, ServiceSpec,
@@ -13,8 +20,8 @@ use crate::model::{
 };
 use crate::plan::{Op, Plan};
 
-/// A connected control client.
-pub type Client = pb::ulvs_client::UlvsClient<Channel>;
+/// A connected control client; its requests carry the current span's trace context.
+pub type Client = pb::ulvs_client::UlvsClient<InterceptedService<Channel, PropagateTrace>>;
 
 /// Where ulvsd listens unless `--socket` or `ULVS_SOCKET` say otherwise (as ulvsadm).
 pub const DEFAULT_SOCKET: &str = "/run/ulvs/ulvsd.sock";
@@ -67,12 +74,23 @@ fn rpc(operation: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
 
 /// Connects to the daemon's unix socket.
 pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-    ulvs_proto::connect_unix(path)
-        .await
-        .map_err(|e| ClientError::Connect {
-            path: path.to_path_buf(),
-            reason: error_chain(&e),
-        })
+    let channel =
+        ulvs_proto::connect_unix_channel(path)
+            .await
+            .map_err(|e| ClientError::Connect {
+                path: path.to_path_buf(),
+                reason: error_chain(&e),
+            })?;
+    Ok(pb::ulvs_client::UlvsClient::with_interceptor(
+        channel,
+        PropagateTrace::from_env(),
+    ))
+}
+
+/// Marks `span` failed (OpenTelemetry status `ERROR`) with `e` as the description.
+pub fn record_error(span: &tracing::Span, e: &dyn std::fmt::Display) {
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_description", tracing::field::display(e));
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -89,6 +107,28 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Reads the live state. Timeouts are read only when `with_timeouts` (the desired state
 /// manages them).
 pub async fn observe(client: &mut Client, with_timeouts: bool) -> Result<Observed, ClientError> {
+    let span = tracing::info_span!(
+        "observe_live_state",
+        with_timeouts,
+        generation = tracing::field::Empty,
+        services = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    let r = observe_inner(client, with_timeouts)
+        .instrument(span.clone())
+        .await;
+    match &r {
+        Ok(o) => {
+            span.record("generation", o.generation);
+            span.record("services", o.services.len());
+        }
+        Err(e) => record_error(&span, e),
+    }
+    r
+}
+
+async fn observe_inner(client: &mut Client, with_timeouts: bool) -> Result<Observed, ClientError> {
     let list = client
         .list_services(pb::ListServicesRequest::default())
         .await
@@ -124,6 +164,46 @@ pub async fn observe(client: &mut Client, with_timeouts: bool) -> Result<Observe
 /// Executes `plan`: one `Apply` batch with `expected_generation` = the plan's generation (or a
 /// dry run of it), then the timeouts change if any. Returns the generation after the batch.
 pub async fn execute(client: &mut Client, plan: &Plan, dry_run: bool) -> Result<u64, ClientError> {
+    let s = plan.summary();
+    let span = if dry_run {
+        tracing::info_span!(
+            "dry_run",
+            expected_generation = plan.observed_generation,
+            add = s.add,
+            change = s.change,
+            destroy = s.destroy,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!(
+            "apply_batch",
+            expected_generation = plan.observed_generation,
+            add = s.add,
+            change = s.change,
+            destroy = s.destroy,
+            generation = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        )
+    };
+    let r = execute_inner(client, plan, dry_run)
+        .instrument(span.clone())
+        .await;
+    match &r {
+        Ok(g) => {
+            span.record("generation", g);
+        }
+        Err(e) => record_error(&span, e),
+    }
+    r
+}
+
+async fn execute_inner(
+    client: &mut Client,
+    plan: &Plan,
+    dry_run: bool,
+) -> Result<u64, ClientError> {
     let changes = plan_changes(plan);
     let mut generation = plan.observed_generation;
     if plan.observed_generation == 0 && !changes.is_empty() {

@@ -1,5 +1,11 @@
 //! `ulvs-agent`: validate, plan, apply, destroy, show and watch a desired-state file against
 //! ulvsd. Exit codes: 0 success, 1 error, 2 changes present (`plan --detailed-exitcode`).
+//!
+//! Tracing: every command runs in a `ulvs-agent COMMAND` span (a child of `$TRACEPARENT` when
+//! set) with a span per step (`read_desired_state`, `observe_live_state`, `plan`, `dry_run`,
+//! `apply_batch`); `watch` makes a `reconcile` trace per pass and a `health_transition` span per
+//! health change. With `--otlp-endpoint` they are exported over OTLP/gRPC, and every request to
+//! ulvsd carries the current span as W3C `traceparent`, so the daemon's spans join the trace.
 
 mod watch;
 
@@ -11,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use tracing::Instrument as _;
 use ulvs_agent::client::{self, Client, DEFAULT_SOCKET, SOCKET_ENV};
 use ulvs_agent::config::{self, Config, ConfigError};
 use ulvs_agent::desired::{Desired, HealthView};
@@ -39,6 +46,10 @@ struct Cli {
     /// The agent's name (the owner label's value); overrides `agent { name }`.
     #[arg(long, global = true)]
     name: Option<String>,
+    /// Export traces over OTLP/gRPC to this endpoint (e.g. http://127.0.0.1:4317). The batch
+    /// delay follows `OTEL_BSP_SCHEDULE_DELAY` (ms); pending spans are flushed at exit.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -105,16 +116,23 @@ fn terraform_style_args() -> Vec<String> {
         .collect()
 }
 
+impl Command {
+    /// The subcommand's name, for span names.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Validate => "validate",
+            Command::Plan { .. } => "plan",
+            Command::Apply { .. } => "apply",
+            Command::Destroy { .. } => "destroy",
+            Command::Show => "show",
+            Command::Watch { .. } => "watch",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_from(terraform_style_args());
     let watch = matches!(cli.command, Command::Watch { .. });
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if watch { "info" } else { "warn" })
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -126,7 +144,52 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // Logs: RUST_LOG, else warnings (info while watching). Spans are exported independently
+    // of the log level.
+    let log_filter = match std::env::var_os("RUST_LOG") {
+        Some(_) => None,
+        None => Some(if watch { "info" } else { "warn" }.to_owned()),
+    };
+    let telemetry = {
+        let _rt = runtime.enter();
+        ulvs_telemetry::Telemetry::init_traces(&ulvs_telemetry::TelemetryConfig {
+            service_name: "ulvs-agent".to_owned(),
+            otlp_endpoint: cli.otlp_endpoint.clone(),
+            log_format: ulvs_telemetry::LogFormat::Text,
+            log_filter,
+        })
+    };
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ulvs-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if watch {
+        // A long-running loop: every reconcile pass is a trace of its own.
+        runtime.block_on(run(cli))
+    } else {
+        let span = tracing::info_span!(
+            "command",
+            otel.name = %format_args!("ulvs-agent {}", cli.command.name()),
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            exit_code = tracing::field::Empty,
+        );
+        ulvs_telemetry::adopt_env_parent(&span);
+        let r = runtime.block_on(run(cli).instrument(span.clone()));
+        match &r {
+            Ok(code) => {
+                span.record("exit_code", code);
+            }
+            Err(e) => client::record_error(&span, &format_args!("{e:#}")),
+        }
+        r
+    };
+    // Every span is closed now: flush them while the runtime still drives the exporter.
+    telemetry.shutdown();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("Error: {e:#}");
@@ -146,8 +209,26 @@ fn cli_vars(cli: &Cli) -> Result<BTreeMap<String, String>> {
     Ok(vars)
 }
 
-/// Loads the configuration, applying `--name`.
+/// Loads the configuration, applying `--name`, in a `read_desired_state` span.
 fn load(cli: &Cli) -> Result<Config> {
+    let span = tracing::info_span!(
+        "read_desired_state",
+        config = %cli.config.display(),
+        services = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    let r = span.in_scope(|| load_inner(cli));
+    match &r {
+        Ok(cfg) => {
+            span.record("services", cfg.services.len());
+        }
+        Err(e) => client::record_error(&span, &format_args!("{e:#}")),
+    }
+    r
+}
+
+fn load_inner(cli: &Cli) -> Result<Config> {
     let vars = cli_vars(cli)?;
     let mut cfg = match config::load_file(&cli.config, &vars) {
         Ok(c) => c,
@@ -174,8 +255,32 @@ async fn connect(cli: &Cli) -> Result<Client> {
 
 async fn make_plan(client: &mut Client, desired: &Desired) -> Result<(Plan, Observed)> {
     let observed = client::observe(client, desired.timeouts.is_some()).await?;
-    let plan = ulvs_agent::plan(desired, &observed)?;
+    let plan = plan_step(desired, &observed)?;
     Ok((plan, observed))
+}
+
+/// The planner, in a `plan` span.
+fn plan_step(desired: &Desired, observed: &Observed) -> Result<Plan> {
+    let span = tracing::info_span!(
+        "plan",
+        generation = observed.generation,
+        add = tracing::field::Empty,
+        change = tracing::field::Empty,
+        destroy = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    let r = span.in_scope(|| ulvs_agent::plan(desired, observed));
+    match &r {
+        Ok(p) => {
+            let s = p.summary();
+            span.record("add", s.add);
+            span.record("change", s.change);
+            span.record("destroy", s.destroy);
+        }
+        Err(e) => client::record_error(&span, e),
+    }
+    Ok(r?)
 }
 
 async fn run(cli: Cli) -> Result<u8> {
@@ -224,7 +329,17 @@ async fn run(cli: Cli) -> Result<u8> {
         } => {
             let (plan, mut c) = match plan_file {
                 Some(path) => {
-                    let plan = read_plan(path)?;
+                    let span = tracing::info_span!(
+                        "read_desired_state",
+                        plan_file = %path.display(),
+                        otel.status_code = tracing::field::Empty,
+                        otel.status_description = tracing::field::Empty,
+                    );
+                    let plan = span.in_scope(|| read_plan(path));
+                    if let Err(e) = &plan {
+                        client::record_error(&span, &format_args!("{e:#}"));
+                    }
+                    let plan = plan?;
                     (plan, connect(&cli).await?)
                 }
                 None => {

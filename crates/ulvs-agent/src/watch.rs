@@ -2,6 +2,10 @@
 //! the health checks in step with it, and reconciles on every interval and on every health
 //! change, so drift (a daemon restart, a manual `ulvsadm` edit) is repaired. Every action is
 //! logged.
+//!
+//! Traces: each pass is a `reconcile` span (its own trace, or a child of `$TRACEPARENT`) with
+//! the client's `observe_live_state` and `apply_batch` spans under it; a change of health is
+//! a `health_transition` span whose child is the reconcile it triggers.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,10 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 use ulvs_agent::client::{self, Client, ClientError};
 use ulvs_agent::config::{self, Config};
-use ulvs_agent::desired::Desired;
+use ulvs_agent::desired::{Desired, HealthView};
 use ulvs_agent::health::HealthChecker;
 
 /// What `watch` needs from the command line.
@@ -61,8 +65,28 @@ impl Reconciler {
         Ok(self.client.as_mut().expect("just connected"))
     }
 
-    /// One reconcile pass; retried a few times when the live state moves under it.
-    async fn reconcile(&mut self, cfg: &Config, health: &HealthChecker) {
+    /// One reconcile pass, in a `reconcile` span whose parent is `parent` (a health
+    /// transition) or `$TRACEPARENT` or none.
+    async fn reconcile(
+        &mut self,
+        cfg: &Config,
+        health: &HealthChecker,
+        trigger: &'static str,
+        parent: Option<&tracing::Span>,
+    ) {
+        let span = match parent {
+            Some(p) => tracing::info_span!(parent: p, "reconcile", trigger),
+            None => {
+                let s = tracing::info_span!("reconcile", trigger);
+                ulvs_telemetry::adopt_env_parent(&s);
+                s
+            }
+        };
+        self.reconcile_inner(cfg, health).instrument(span).await;
+    }
+
+    /// Retried a few times when the live state moves under it.
+    async fn reconcile_inner(&mut self, cfg: &Config, health: &HealthChecker) {
         for _attempt in 0..3 {
             match self.pass(cfg, health).await {
                 Ok(()) => {
@@ -95,7 +119,7 @@ impl Reconciler {
         let desired = Desired::from_config(cfg, &health.view());
         let c = self.client().await?;
         let observed = client::observe(c, desired.timeouts.is_some()).await?;
-        let plan = match ulvs_agent::plan(&desired, &observed) {
+        let plan = match crate::plan_step(&desired, &observed) {
             Ok(p) => p,
             Err(e) => {
                 error!(error = %e, "cannot plan");
@@ -141,10 +165,11 @@ pub async fn run(opts: Options) -> Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(opts.file_poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_health = health.view();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = changed.notified() => {}
+        let trigger = tokio::select! {
+            _ = tick.tick() => "interval",
+            _ = changed.notified() => "health",
             _ = poll.tick() => {
                 let now = fingerprint(&opts.config);
                 if now == seen {
@@ -168,10 +193,35 @@ pub async fn run(opts: Options) -> Result<()> {
                         continue;
                     }
                 }
+                "config"
             }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); return Ok(()); }
             _ = sigint.recv() => { info!("SIGINT: stopping"); return Ok(()); }
+        };
+        let now = health.view();
+        let transitions = health_transitions(&last_health, &now);
+        last_health = now;
+        if transitions.is_empty() {
+            rec.reconcile(&cfg, &health, trigger, None).await;
+        } else {
+            let span = tracing::info_span!(
+                "health_transition",
+                changes = transitions.len(),
+                transitions = %transitions.join("; "),
+            );
+            ulvs_telemetry::adopt_env_parent(&span);
+            rec.reconcile(&cfg, &health, "health", Some(&span)).await;
         }
-        rec.reconcile(&cfg, &health).await;
     }
+}
+
+/// The real servers whose health differs between `before` and `after`, described as
+/// `tcp 198.18.1.1:80 198.19.0.11:8080 failed`. A server that appears is compared with
+/// healthy (checks start healthy); one that disappears is not a transition.
+fn health_transitions(before: &HealthView, after: &HealthView) -> Vec<String> {
+    after
+        .iter()
+        .filter(|(k, now)| before.get(k).copied().unwrap_or(true) != **now)
+        .map(|((svc, rs), now)| format!("{svc} {rs} {}", if *now { "healthy" } else { "failed" }))
+        .collect()
 }

@@ -18,7 +18,9 @@
 //!   `tracing` → OpenTelemetry bridge.
 //! - [`prometheus`]: the text exposition format and the scrape server.
 //! - `propagate.rs`: [`server_span`], the span of one control request, child of the caller's
-//!   W3C trace context ([`ulvs_proto::trace::TraceParent`]).
+//!   W3C trace context ([`ulvs_proto::trace::TraceParent`]); on the client side
+//!   [`PropagateTrace`], an interceptor putting the current span's context on each request,
+//!   and [`adopt_env_parent`] for `$TRACEPARENT`.
 
 mod metrics;
 mod otel;
@@ -28,4 +30,6 @@ pub mod registry;
 
 pub use metrics::{AppliedConfig, Metrics, result_label};
 pub use otel::{LogFormat, Telemetry, TelemetryConfig, TelemetryError};
-pub use propagate::{remote_context, server_span};
+pub use propagate::{
+    PropagateTrace, adopt_env_parent, current_trace_parent, remote_context, server_span,
+};

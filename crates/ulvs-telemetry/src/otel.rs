@@ -82,6 +82,16 @@ impl Telemetry {
     /// metrics export interval follows `OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60 000) and
     /// the span batch delay `OTEL_BSP_SCHEDULE_DELAY` (ms, default 5 000).
     pub fn init(cfg: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+        Self::install(cfg, true)
+    }
+
+    /// As [`Telemetry::init`] but exports traces only: for command-line clients (ulvs-agent)
+    /// whose spans should join the daemon's traces but that have no metrics of their own.
+    pub fn init_traces(cfg: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+        Self::install(cfg, false)
+    }
+
+    fn install(cfg: &TelemetryConfig, with_metrics: bool) -> Result<Telemetry, TelemetryError> {
         let filter = match &cfg.log_filter {
             Some(f) => EnvFilter::try_new(f)
                 .map_err(|e| TelemetryError::Filter(f.clone(), e.to_string()))?,
@@ -124,7 +134,11 @@ impl Telemetry {
                     .boxed(),
             );
             telemetry.tracers = Some(tracers);
-
+        }
+        if let (Some(endpoint), true) = (&cfg.otlp_endpoint, with_metrics) {
+            let resource = Resource::builder()
+                .with_service_name(cfg.service_name.clone())
+                .build();
             let exporter = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
