@@ -5,7 +5,8 @@
 //! back, both real servers are used, no reply passed the director (its outbound counters stay
 //! at zero), and the decapsulators delivered packets and dropped none. The mixed-family cases
 //! IPVS allows in tunnel mode (an IPv4 VIP on IPv6 real-server addresses and the reverse) are
-//! covered with ipip.
+//! covered with ipip, and path MTU to an IPv6 tunnel endpoint (Packet Too Big / FRAG_NEEDED
+//! announcing the room left inside the tunnel) for an IPv6 and an IPv4 client.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -264,4 +265,54 @@ fn ipip_ipv6_vip_over_ipv4_real_servers_udp() -> Result<()> {
             rs6: false,
         },
     )
+}
+
+/// Path MTU to an IPv6 tunnel endpoint: the director's route to the real server has MTU 1400
+/// (the LAN stays at 1500), so a full-sized client packet plus the outer IPv6 header (40
+/// bytes) does not fit. The engine answers Packet Too Big (FRAG_NEEDED for an IPv4 client)
+/// announcing 1360, the client's kernel caches it for the VIP, TCP re-segments and the bulk
+/// transfer completes.
+fn pmtu_case(fam: Families) -> Result<()> {
+    require_root()?;
+    let rig = TunRig::new(Bins::from_env()?, 1, 1500)?;
+    let rs = rig.servers[0].addr6.to_string();
+    // Before the real server is added, so ulvsd learns the path MTU from this route.
+    rig.director.ip(&[
+        "-6",
+        "route",
+        "add",
+        &format!("{rs}/128"),
+        "dev",
+        "br0",
+        "mtu",
+        "1400",
+    ])?;
+    let vip = fam.vip();
+    let vip_s = vip.to_string();
+    rig.ulvsadm(&["-A", "-t", &vip_s, "-s", "rr"])?;
+    rig.ulvsadm(&["-a", "-t", &vip_s, "-r", &rs, "-i"])?;
+    let (_, _, n) = rig
+        .client
+        .run(|| tcp_bulk(vip, 60_000, Duration::from_secs(10)))?
+        .with_context(|| format!("bulk transfer\n{}", rig.logs()))?;
+    ensure!(n == 60_000);
+    let route = rig.client.ip(&["route", "get", &vip.ip().to_string()])?;
+    ensure!(
+        route.contains("mtu 1360"),
+        "the client did not learn the tunnel's MTU: {route}"
+    );
+    Ok(())
+}
+
+#[test]
+fn ipip6_path_mtu_packet_too_big_reaches_the_client() -> Result<()> {
+    pmtu_case(V6)
+}
+
+#[test]
+fn ipip_ipv4_vip_over_ipv6_path_mtu_frag_needed() -> Result<()> {
+    pmtu_case(Families {
+        vip6: false,
+        rs6: true,
+    })
 }
