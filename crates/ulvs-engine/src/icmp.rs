@@ -12,6 +12,12 @@
 //!   error from the real-server side goes to the client, from the virtual address. Errors are
 //!   rare, so the ICMP checksum is computed whole rather than patched. They are not counted in
 //!   the connection's traffic counters.
+//! - **Errors for direct-routing and tunnel connections** that arrive at the virtual address
+//!   (a router on the real server's direct path to the client answers a reply the real server
+//!   sent from the VIP: FRAG_NEEDED, Packet Too Big, time exceeded) quote a packet from the VIP
+//!   to the client. The real server owns the VIP, so the error goes to it unchanged, by the
+//!   connection's method: a frame to its MAC (direct routing) or encapsulated (tunnel), as
+//!   IPVS's `ip_vs_in_icmp` hands such errors to the connection's transmitter.
 //! - Anything else addressed to a virtual or local address is a counted drop; ICMP for other
 //!   addresses passes unchanged.
 //!
@@ -161,6 +167,17 @@ fn quoted(data: &[u8], ip: &Ip) -> Result<Quoted, DropReason> {
     })
 }
 
+/// What the conntrack lookup of an error decided.
+enum Found {
+    /// A NAT or FULLNAT connection: translate with its tuples.
+    Translate(Tuple, Tuple, ForwardMethod),
+    /// Relayed to a direct-routing or tunnel real server (`None`: its method changed to one
+    /// that cannot relay).
+    Relayed(Option<Verdict>),
+    /// A direct-routing or tunnel connection, from the real server's side.
+    NotOurs,
+}
+
 /// Translates an ICMP error that quotes a packet of a tracked connection.
 fn translate_error(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>, ip: &Ip) -> Verdict {
     let q = match quoted(pkt.data(), ip) {
@@ -175,15 +192,30 @@ fn translate_error(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>, ip:
         dst: q.src,
         dport: q.sport,
     };
-    let Some((orig, reply, forward)) = engine
-        .conns
-        .with(&key, now, |c, _| (c.orig, c.reply, c.forward))
-    else {
-        return engine.not_ours(ip.dst, DropReason::NoConnection);
+    let found = engine.conns.with(&key, now, |c, from_client| {
+        match c.forward {
+            ForwardMethod::Masq | ForwardMethod::FullNat => {
+                Found::Translate(c.orig, c.reply, c.forward)
+            }
+            // Direct routing and tunnels: the real server owns the virtual address, so an error
+            // from the client side (a router on the real server's direct path to the client
+            // answering a reply from the VIP) goes to it unchanged, by the connection's own
+            // method, as IPVS does. Errors from the real server's side never pass the director
+            // on the way to the client; one that does is not ours to change.
+            ForwardMethod::Route | ForwardMethod::Tunnel if from_client => {
+                Found::Relayed(crate::xmit::relay(engine, now, pkt, c, ip))
+            }
+            ForwardMethod::Route | ForwardMethod::Tunnel => Found::NotOurs,
+        }
+    });
+    let (orig, reply, forward) = match found {
+        Some(Found::Translate(o, r, f)) => (o, r, f),
+        Some(Found::Relayed(Some(v))) => return v,
+        Some(Found::Relayed(None) | Found::NotOurs) => {
+            return engine.not_ours(ip.dst, DropReason::UnsupportedProtocol);
+        }
+        None => return engine.not_ours(ip.dst, DropReason::NoConnection),
     };
-    if !matches!(forward, ForwardMethod::Masq | ForwardMethod::FullNat) {
-        return engine.not_ours(ip.dst, DropReason::UnsupportedProtocol);
-    }
     let (outer_src, outer_dst, inner_src, inner_dst) = if key == orig {
         // From the client side, about a packet we sent to the client: to the real server.
         let src = if forward == ForwardMethod::FullNat {

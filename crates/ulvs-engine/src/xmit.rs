@@ -51,6 +51,25 @@ pub(crate) fn inbound(
     }
 }
 
+/// Sends an ICMP error about connection `conn` (from the client side) to a direct-routing or
+/// tunnel real server unchanged: a frame to its MAC or encapsulated, by its current method.
+/// `None` if that method is NAT or FULLNAT (the caller then leaves the error alone).
+pub(crate) fn relay(
+    engine: &Engine,
+    now: Timestamp,
+    pkt: &mut PacketBuf<'_>,
+    conn: &Conn,
+    ip: &Ip,
+) -> Option<Verdict> {
+    pkt.set_len(ip.total);
+    let f = Fwd::unpack(conn.dest.fwd.load(Relaxed));
+    match f.method {
+        ForwardMethod::Route => Some(crate::l2::to_frame(engine, now, pkt, conn.reply.src)),
+        ForwardMethod::Tunnel => Some(encap(engine, pkt, conn, &f)),
+        ForwardMethod::Masq | ForwardMethod::FullNat => None,
+    }
+}
+
 /// Whether a GSO super-packet of `conn` must be split before it can be sent: the output of
 /// direct routing (a frame on a TAP without offload) and of tunnels (no GSO type for an
 /// encapsulated packet) cannot carry it.
