@@ -1,5 +1,6 @@
-//! Hooks for the criterion benchmarks (`benches/sched.rs`): one scheduler pick over a set of
-//! real servers, without a packet or the connection table around it. Not part of the API.
+//! Hooks for the criterion benchmarks (`benches/sched.rs`: one scheduler pick over a set of
+//! real servers, without a packet or the connection table around it) and the every-mode test
+//! bed of the fuzz targets and proptests ([`testbed`]). Not part of the API.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use crate::config::{SchedFlags, SchedulerKind};
 use crate::sched::{self, Carry, Ctx, Flow, Rng, Scheduler};
 use crate::snapshot::Dest;
 use crate::stats::DestState;
+
+pub mod testbed;
 
 /// A scheduler over `n` real servers with weights 1..=4 and a few connections each.
 #[derive(Debug)]
