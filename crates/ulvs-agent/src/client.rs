@@ -161,8 +161,8 @@ async fn observe_inner(client: &mut Client, with_timeouts: bool) -> Result<Obser
     })
 }
 
-/// Executes `plan`: one `Apply` batch with `expected_generation` = the plan's generation (or a
-/// dry run of it), then the timeouts change if any. Returns the generation after the batch.
+/// Executes `plan`: one `Apply` batch (timeouts included) with `expected_generation` = the
+/// plan's generation, or a dry run of it. Returns the generation after the batch.
 pub async fn execute(client: &mut Client, plan: &Plan, dry_run: bool) -> Result<u64, ClientError> {
     let s = plan.summary();
     let span = if dry_run {
@@ -243,26 +243,26 @@ async fn execute_inner(
             })?;
         generation = resp.into_inner().generation;
     }
-    if let (Some(t), false) = (&plan.timeouts, dry_run) {
-        client
-            .set_timeouts(pb::SetTimeoutsRequest {
+    Ok(generation)
+}
+
+/// The batch for `plan`, in an order that is valid step by step: real-server deletes, service
+/// edits, real-server edits, service adds, real-server adds, service deletes, then the
+/// timeouts (set by the daemon only if the whole batch commits).
+pub fn plan_changes(plan: &Plan) -> Vec<pb::Change> {
+    use pb::change::Change as C;
+    let mut phases: [Vec<pb::Change>; 7] = Default::default();
+    if let Some(t) = &plan.timeouts {
+        phases[6].push(pb::Change {
+            change: Some(C::SetTimeouts(pb::SetTimeoutsRequest {
                 timeouts: Some(pb::Timeouts {
                     tcp: t.after.tcp,
                     tcp_fin: t.after.tcp_fin,
                     udp: t.after.udp,
                 }),
-            })
-            .await
-            .map_err(rpc("SetTimeouts"))?;
+            })),
+        });
     }
-    Ok(generation)
-}
-
-/// The batch for `plan`, in an order that is valid step by step: real-server deletes, service
-/// edits, real-server edits, service adds, real-server adds, service deletes.
-pub fn plan_changes(plan: &Plan) -> Vec<pb::Change> {
-    use pb::change::Change as C;
-    let mut phases: [Vec<pb::Change>; 6] = Default::default();
     for svc in &plan.services {
         let key = key_to_pb(&svc.key);
         match svc.op {

@@ -66,6 +66,17 @@ impl Daemon {
         })
     }
 
+    fn timeouts(&self) -> Result<pb::Timeouts> {
+        self.runtime.block_on(async {
+            let mut c = ulvs_proto::connect_unix(&self.socket).await?;
+            c.get_timeouts(pb::GetTimeoutsRequest {})
+                .await?
+                .into_inner()
+                .timeouts
+                .context("no timeouts")
+        })
+    }
+
     fn apply(&self, changes: Vec<pb::change::Change>) -> Result<()> {
         self.runtime.block_on(async {
             let mut c = ulvs_proto::connect_unix(&self.socket).await?;
@@ -192,6 +203,10 @@ fn apply_is_idempotent_and_repairs_drift() -> Result<()> {
 
     let list = d.list()?;
     ensure!(list.services.len() == 2, "{list:?}");
+    // Services and timeouts went in one batch: one generation.
+    ensure!(list.generation == 1, "{list:?}");
+    let t = d.timeouts()?;
+    ensure!((t.tcp, t.tcp_fin, t.udp) == (600, 60, 120), "{t:?}");
     ensure!(
         weights(&list, 80)
             == [

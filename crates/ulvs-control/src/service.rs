@@ -7,6 +7,8 @@
 //! succeeds. It runs inside a spawned task so that a client hanging up mid-request cannot leave
 //! the backend half-applied. A committed transaction bumps the configuration's generation by
 //! one, gives every service it touched that generation, and publishes its events to `Watch`.
+//! A batch's `set_timeouts` items are validated with the rest and set on the connection table
+//! only after the backend has taken the new configuration (never on a refusal or a dry run).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -159,7 +161,23 @@ impl<B: Backend> ControlService<B> {
             let mut next = state.clone();
             let mut out = Vec::new();
             let mut touched = BTreeSet::new();
+            // Timeouts live in the connection table, not in the configuration: collected here
+            // and set only once the configuration has committed.
+            let mut timeouts: Option<validate::TimeoutsChange> = None;
             for (i, change) in changes.iter().enumerate() {
+                if let Change::SetTimeouts(t) = change {
+                    if backend.conntrack().is_none() {
+                        return Err(name(
+                            i,
+                            change,
+                            ControlError::Unsupported {
+                                field: "timeouts".to_owned(),
+                                message: "this daemon has no connection table".to_owned(),
+                            },
+                        ));
+                    }
+                    timeouts = Some(timeouts.unwrap_or_default().then(*t));
+                }
                 apply_change(&mut next, change, generation, &mut out, &mut touched)
                     .map_err(|e| name(i, change, e))?;
             }
@@ -188,6 +206,10 @@ impl<B: Backend> ControlService<B> {
                 });
             }
             backend.apply(&state.config, &next.config).await?;
+            // Infallible from here on: the batch's timeouts join the committed configuration.
+            if let (Some(t), Some(engine)) = (timeouts, backend.conntrack()) {
+                engine.set_timeouts(t.applied_to(engine.timeouts()));
+            }
             for key in touched {
                 if next.config.service(&key).is_some() {
                     next.generations.insert(key, generation);
@@ -550,6 +572,8 @@ fn apply_change(
             state.labels.clear();
             events.push(Event::Cleared(pb::ClearRequest {}));
         }
+        // Set by the transaction at commit (the timeouts are not in the configuration).
+        Change::SetTimeouts(_) => {}
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ulvs_engine::{
     ConfigError, DestConfig, ForwardMethod, Persistence, Protocol, SchedFlags, SchedulerKind,
-    ServiceConfig, ServiceKey, TunnelChecksum, TunnelConfig, TunnelType,
+    ServiceConfig, ServiceKey, TcpState, Timeouts, TunnelChecksum, TunnelConfig, TunnelType,
 };
 use ulvs_proto::v1 as pb;
 
@@ -432,6 +432,60 @@ pub enum Change {
     },
     /// Remove every service (`ClearRequest`).
     Clear,
+    /// Set connection-table timeouts (`SetTimeoutsRequest` in a batch); they take effect when
+    /// the transaction commits.
+    SetTimeouts(TimeoutsChange),
+}
+
+/// New connection-table timeouts, in seconds; `None` keeps the current value (a 0 in the
+/// request, as ipvsadm `--set`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutsChange {
+    /// ESTABLISHED TCP connections.
+    pub tcp: Option<u32>,
+    /// TCP connections after a FIN.
+    pub tcp_fin: Option<u32>,
+    /// UDP.
+    pub udp: Option<u32>,
+}
+
+impl TimeoutsChange {
+    /// `self` followed by `later`: the later change wins where it sets a value.
+    pub fn then(self, later: TimeoutsChange) -> TimeoutsChange {
+        TimeoutsChange {
+            tcp: later.tcp.or(self.tcp),
+            tcp_fin: later.tcp_fin.or(self.tcp_fin),
+            udp: later.udp.or(self.udp),
+        }
+    }
+
+    /// `t` with this change applied.
+    pub fn applied_to(&self, mut t: Timeouts) -> Timeouts {
+        let ms = |s: u32| u64::from(s) * 1000;
+        if let Some(s) = self.tcp {
+            t.set_tcp(TcpState::Established, ms(s));
+        }
+        if let Some(s) = self.tcp_fin {
+            t.set_tcp(TcpState::FinWait, ms(s));
+        }
+        if let Some(s) = self.udp {
+            t.udp_ms = ms(s);
+        }
+        t
+    }
+}
+
+/// Validates a `SetTimeoutsRequest`: the timeouts must be present; a 0 keeps a value.
+pub fn set_timeouts(req: &pb::SetTimeoutsRequest) -> Result<Change, ControlError> {
+    let Some(t) = req.timeouts.as_ref() else {
+        return Err(ControlError::invalid("timeouts", "missing"));
+    };
+    let keep_zero = |s: u32| (s != 0).then_some(s);
+    Ok(Change::SetTimeouts(TimeoutsChange {
+        tcp: keep_zero(t.tcp),
+        tcp_fin: keep_zero(t.tcp_fin),
+        udp: keep_zero(t.udp),
+    }))
 }
 
 impl Change {
@@ -445,10 +499,12 @@ impl Change {
             Change::EditRealServer { .. } => "edit_real_server",
             Change::DeleteRealServer { .. } => "delete_real_server",
             Change::Clear => "clear",
+            Change::SetTimeouts(_) => "set_timeouts",
         }
     }
 
-    /// The service this change is about (`None` for [`Change::Clear`]).
+    /// The service this change is about (`None` for [`Change::Clear`] and
+    /// [`Change::SetTimeouts`]).
     pub fn service(&self) -> Option<ServiceKey> {
         match self {
             Change::AddService(s) | Change::EditService { settings: s, .. } => Some(s.config.key),
@@ -456,7 +512,7 @@ impl Change {
             Change::AddRealServer { service, .. }
             | Change::EditRealServer { service, .. }
             | Change::DeleteRealServer { service, .. } => Some(*service),
-            Change::Clear => None,
+            Change::Clear | Change::SetTimeouts(_) => None,
         }
     }
 
@@ -464,7 +520,8 @@ impl Change {
     pub(crate) fn paths(&self) -> Paths {
         match self {
             Change::AddService(_) | Change::EditService { .. } => SERVICE_SPEC,
-            Change::DeleteService { .. } | Change::Clear => SERVICE_KEY,
+            // Timeouts are not part of the engine configuration: no refusal names them.
+            Change::DeleteService { .. } | Change::Clear | Change::SetTimeouts(_) => SERVICE_KEY,
             Change::AddRealServer { .. } | Change::EditRealServer { .. } => REAL_SERVER,
             Change::DeleteRealServer { .. } => DELETE_REAL_SERVER,
         }
@@ -540,6 +597,7 @@ pub fn change(change: &pb::Change, index: usize) -> Result<Change, ControlError>
         C::EditRealServer(r) => ("edit_real_server", edit_real_server(r)),
         C::DeleteRealServer(r) => ("delete_real_server", delete_real_server(r)),
         C::Clear(_) => ("clear", Ok(Change::Clear)),
+        C::SetTimeouts(r) => ("set_timeouts", set_timeouts(r)),
     };
     result.map_err(|e| e.prefixed(&format!("{at}.{kind}")))
 }

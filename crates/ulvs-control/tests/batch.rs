@@ -504,3 +504,89 @@ async fn get_info_reports_uptime_and_queues() -> Result<()> {
     assert!(info.uptime_seconds < 60);
     Ok(())
 }
+
+fn set_timeouts(timeouts: Option<pb::Timeouts>) -> pb::Change {
+    pb::Change {
+        change: Some(pb::change::Change::SetTimeouts(pb::SetTimeoutsRequest {
+            timeouts,
+        })),
+    }
+}
+
+async fn timeouts(s: &Svc) -> Result<pb::Timeouts> {
+    s.get_timeouts(Request::new(pb::GetTimeoutsRequest {}))
+        .await
+        .context("GetTimeouts")?
+        .into_inner()
+        .timeouts
+        .context("no timeouts")
+}
+
+#[tokio::test]
+async fn batch_timeouts_commit_with_the_batch_or_not_at_all() -> Result<()> {
+    let (s, _engine) = seeded().await?;
+    let before = list(&s).await?;
+    let t0 = timeouts(&s).await?;
+    let want = pb::Timeouts {
+        tcp: t0.tcp + 100,
+        tcp_fin: 0,
+        udp: t0.udp + 7,
+    };
+
+    // A later item fails: the timeouts item before it does not take effect either.
+    let err = s
+        .apply(apply(vec![
+            set_timeouts(Some(want)),
+            add_svc(spec("198.18.0.10", 80, &[])),
+        ]))
+        .await
+        .expect_err("duplicate service");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(
+        err.message().starts_with("changes[1].add_service: "),
+        "{err:?}"
+    );
+    assert_eq!(timeouts(&s).await?, t0);
+
+    // Validated as SetTimeouts is: the timeouts must be there.
+    let err = s
+        .apply(apply(vec![set_timeouts(None)]))
+        .await
+        .expect_err("missing timeouts");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "changes[0].set_timeouts.timeouts: missing");
+
+    // A dry run checks and sets nothing.
+    let mut req = apply(vec![
+        add_svc(spec("198.18.0.11", 80, &[])),
+        set_timeouts(Some(want)),
+    ]);
+    req.get_mut().dry_run = true;
+    assert_eq!(
+        s.apply(req).await?.into_inner().generation,
+        before.generation
+    );
+    assert_eq!(timeouts(&s).await?, t0);
+    assert_eq!(list(&s).await?, before);
+
+    // Committed: the service and the timeouts together, one generation; 0 keeps tcp_fin.
+    let generation = s
+        .apply(apply(vec![
+            add_svc(spec("198.18.0.11", 80, &[])),
+            set_timeouts(Some(want)),
+        ]))
+        .await?
+        .into_inner()
+        .generation;
+    assert_eq!(generation, before.generation + 1);
+    assert_eq!(
+        timeouts(&s).await?,
+        pb::Timeouts {
+            tcp: want.tcp,
+            tcp_fin: t0.tcp_fin,
+            udp: want.udp,
+        }
+    );
+    assert_eq!(list(&s).await?.services.len(), 2);
+    Ok(())
+}

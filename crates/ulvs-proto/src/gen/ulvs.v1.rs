@@ -272,7 +272,7 @@ pub struct ListServicesResponse {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Change {
-    #[prost(oneof = "change::Change", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "change::Change", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub change: ::core::option::Option<change::Change>,
 }
 /// Nested message and enum types in `Change`.
@@ -294,6 +294,10 @@ pub mod change {
         DeleteRealServer(super::DeleteRealServerRequest),
         #[prost(message, tag = "7")]
         Clear(super::ClearRequest),
+        /// Connection-table timeouts (a 0 keeps the current value, as SetTimeouts). Validated with
+        /// the rest of the batch and set only when the whole batch commits; a dry run sets nothing.
+        #[prost(message, tag = "8")]
+        SetTimeouts(super::SetTimeoutsRequest),
     }
 }
 #[allow(clippy::all)]
