@@ -182,6 +182,7 @@ async fn send(s: &ControlService<EngineBackend>, op: &Op) -> bool {
         C::EditRealServer(r) => s.edit_real_server(Request::new(r)).await.is_ok(),
         C::DeleteRealServer(r) => s.delete_real_server(Request::new(r)).await.is_ok(),
         C::Clear(r) => s.clear(Request::new(r)).await.is_ok(),
+        C::SetTimeouts(r) => s.set_timeouts(Request::new(r)).await.is_ok(),
     }
 }
 
