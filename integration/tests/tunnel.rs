@@ -272,20 +272,26 @@ fn ipip_ipv6_vip_over_ipv4_real_servers_udp() -> Result<()> {
 /// bytes) does not fit. The engine answers Packet Too Big (FRAG_NEEDED for an IPv4 client)
 /// announcing 1360, the client's kernel caches it for the VIP, TCP re-segments and the bulk
 /// transfer completes.
+///
+/// With `route_mtu` and `want_mtu` other than 1400 and 1360 the same for other paths.
 fn pmtu_case(fam: Families) -> Result<()> {
+    pmtu_case_with(fam, 1400, 1360)
+}
+
+fn pmtu_case_with(fam: Families, route_mtu: u32, want_mtu: u32) -> Result<()> {
     require_root()?;
     let rig = TunRig::new(Bins::from_env()?, 1, 1500)?;
-    let rs = rig.servers[0].addr6.to_string();
+    let rs = fam.rs(&rig.servers[0]);
+    let host = if fam.rs6 { "128" } else { "32" };
     // Before the real server is added, so ulvsd learns the path MTU from this route.
     rig.director.ip(&[
-        "-6",
         "route",
         "add",
-        &format!("{rs}/128"),
+        &format!("{rs}/{host}"),
         "dev",
         "br0",
         "mtu",
-        "1400",
+        &route_mtu.to_string(),
     ])?;
     let vip = fam.vip();
     let vip_s = vip.to_string();
@@ -298,8 +304,8 @@ fn pmtu_case(fam: Families) -> Result<()> {
     ensure!(n == 60_000);
     let route = rig.client.ip(&["route", "get", &vip.ip().to_string()])?;
     ensure!(
-        route.contains("mtu 1360"),
-        "the client did not learn the tunnel's MTU: {route}"
+        route.contains(&format!("mtu {want_mtu}")),
+        "the client did not learn the tunnel's MTU {want_mtu}: {route}"
     );
     Ok(())
 }
@@ -315,4 +321,19 @@ fn ipip_ipv4_vip_over_ipv6_path_mtu_frag_needed() -> Result<()> {
         vip6: false,
         rs6: true,
     })
+}
+
+/// IPv6 over a 1290-byte IPv4 path (IPv6-in-IPv4): 1270 bytes are left, below the IPv6
+/// minimum, so the client is told 1280 and its 1280-byte packets go in an outer IPv4 header
+/// without DF that the director's kernel fragments and the real server's reassembles.
+#[test]
+fn ipip_ipv6_vip_over_a_small_ipv4_path_fragments_the_outer_header() -> Result<()> {
+    pmtu_case_with(
+        Families {
+            vip6: true,
+            rs6: false,
+        },
+        1290,
+        1280,
+    )
 }

@@ -101,8 +101,11 @@ fn encap(engine: &Engine, pkt: &mut PacketBuf<'_>, conn: &Conn, fwd: &Fwd) -> Ve
     } as usize;
     let len = pkt.len();
     // As IPVS: IPv4 without DF goes on (the outer header copies the clear DF, so the kernel
-    // fragments the outer packet); IPv6 and IPv4 with DF are answered.
-    if len + overhead > mtu && (inner.v6 || inner.df) {
+    // fragments the outer packet); IPv6 and IPv4 with DF are answered. An IPv6 packet of at
+    // most 1280 bytes, which no Packet Too Big can shrink, goes on in an outer IPv4 header
+    // without DF for the kernel to fragment (RFC 4213 3.2); over IPv6 it stays a counted drop.
+    let v6_in_v4_min = inner.v6 && rs.is_ipv4() && len <= MIN_MTU_V6;
+    if len + overhead > mtu && (inner.v6 || inner.df) && !v6_in_v4_min {
         return too_big(engine, pkt, len, mtu.saturating_sub(overhead), inner.v6);
     }
     match tunnel::encapsulate(pkt.buf, pkt.start, len, inner, &fwd.tunnel, src, rs) {

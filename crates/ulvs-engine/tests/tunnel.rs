@@ -515,3 +515,58 @@ fn oversize_ipv6_to_a_tunnel_gets_packet_too_big_of_at_least_1280() {
         ],
     );
 }
+
+/// An IPv6 service tunnelled to the IPv4 real server RS1 (IPv6-in-IPv4) over a path of MTU
+/// `mtu`, with an established flow.
+fn tun6in4_engine(mtu: u32) -> ulvs_engine::Engine {
+    let mut d = dest_at(sa(RS1, 80), ForwardMethod::Tunnel, 1);
+    d.tunnel = TunnelConfig::default();
+    let e = engine_with(vec![service_at(
+        Protocol::Tcp,
+        sa6(VIP6, 80),
+        vec![d],
+        vec![],
+    )]);
+    e.set_director(Director {
+        tunnel_source_v4: Some(DIRECTOR.into()),
+        ..Director::default()
+    });
+    e.set_path_mtu(RS1.into(), mtu);
+    let (v, _) = run_big(&e, &tcp6(CLIENT6, 40000, VIP6, 80, SYN, &[]));
+    assert_eq!(v, Verdict::Forward);
+    e
+}
+
+#[test]
+fn minimum_size_ipv6_over_a_small_ipv4_path_goes_without_df_for_the_kernel_to_fragment() {
+    // Path MTU 1290, IPv6-in-IPv4: 1270 left, below the IPv6 minimum. A 1300-byte packet is
+    // told 1280; a 1280-byte one is encapsulated anyway, DF clear, 1300 bytes for the
+    // kernel to fragment (RFC 4213 3.2).
+    let e = tun6in4_engine(1290);
+    let big = tcp6(CLIENT6, 40000, VIP6, 80, ACK, &[0x77; 1300 - 60]);
+    let (v, out) = run_big(&e, &big);
+    assert_eq!(v, Verdict::Reply);
+    assert_eq!(out, icmp6_too_big(VIP6, CLIENT6, 1280, &big[..1280 - 48]));
+    let min = tcp6(CLIENT6, 40000, VIP6, 80, ACK, &[0x77; 1280 - 60]);
+    let before = e.stats();
+    let (v, out) = run_big(&e, &min);
+    assert_eq!(v, Verdict::Forward, "output:\n{}", hex(&out));
+    let (h, payload) = Ipv4Header::from_slice(&out).unwrap();
+    assert_eq!(h.protocol, IpNumber(41));
+    assert!(!h.dont_fragment, "DF must be clear: {h:?}");
+    assert_eq!((h.source, h.destination), (DIRECTOR, RS1));
+    assert_eq!(usize::from(h.total_len), 1300);
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    assert_eq!(payload, &min[..]);
+    let n = min.len() as i64;
+    assert_delta(
+        &before,
+        &e.stats(),
+        &[
+            ("TCP [fd00:1b5:1::1]:80 in_pkts", 1),
+            ("TCP [fd00:1b5:1::1]:80 in_bytes", n),
+            ("TCP [fd00:1b5:1::1]:80 -> 198.19.0.11:80 in_pkts", 1),
+            ("TCP [fd00:1b5:1::1]:80 -> 198.19.0.11:80 in_bytes", n),
+        ],
+    );
+}
