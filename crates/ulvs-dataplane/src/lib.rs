@@ -10,6 +10,8 @@
 //!   [`ulvs_engine::Engine::process`] and writes Forward/Pass verdicts back, an expiry thread
 //!   that calls [`ulvs_engine::Engine::expire`] every 100 ms and [`ulvs_engine::Engine::estimate`]
 //!   (the rate estimator) every 2 s, and the millisecond clock.
+//! - [`icmp_watch`]: raw ICMP/ICMPv6 sockets whose copies of the errors sent to the director's
+//!   tunnel source go to [`ulvs_engine::Engine::process_local_icmp`] (relayed to clients).
 //! - [`router`]: host routes for the virtual addresses and reply-steering policy rules, kept in
 //!   step with the configuration over netlink, removed on exit.
 //! - [`prereq`]: checks of forwarding, `rp_filter`, CAP_NET_ADMIN and `/dev/net/tun`, and the
@@ -22,6 +24,7 @@
 //! - Pure parts (desired routes and rules, diffs, `/proc` parsing) are unit-tested without root;
 //!   everything that needs a namespace is tested in `integration/`.
 
+pub mod icmp_watch;
 pub mod prereq;
 pub mod router;
 pub mod tap;
@@ -29,6 +32,7 @@ pub mod tun;
 pub mod vnet;
 pub mod worker;
 
+pub use icmp_watch::{Families, IcmpWatcher};
 pub use prereq::{Host, PrereqError};
 pub use router::{Entry, Plan, Router, RouterError, RouterOptions};
 pub use tap::{TapDevice, TapQueue};

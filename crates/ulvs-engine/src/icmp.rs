@@ -26,17 +26,20 @@
 
 use std::net::IpAddr;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::checksum::Delta;
 use crate::config::{ForwardMethod, Protocol};
 use crate::conntrack::Tuple;
 use crate::fwd::{addr_ranges, l4_checksum_offset, put_addr};
 use crate::path::{Ip, parse_ip};
+use crate::tunnel::{Fwd, IPPROTO_GRE, IPPROTO_IPIP, IPPROTO_IPV6};
 use crate::wire::icmp::{
     ICMP_HEADER_LEN, ICMPV4_DEST_UNREACH, ICMPV4_ECHO_REPLY, ICMPV4_ECHO_REQUEST,
     ICMPV4_FRAG_NEEDED, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, is_error_v4,
     is_error_v6,
 };
-use crate::wire::{IPPROTO_ICMP, IPPROTO_ICMPV6, IcmpPacket, Ipv4Packet, Ipv6Packet};
+use crate::wire::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, IcmpPacket, Ipv4Packet, Ipv6Packet};
 use crate::{DropReason, Engine, PacketBuf, Timestamp, Verdict};
 
 /// Hop limit / TTL of packets the engine originates.
@@ -353,46 +356,13 @@ pub fn packet_too_big(pkt: &mut PacketBuf<'_>, mtu: u32) -> Result<(), BuildErro
         return Err(BuildError::NoRoom);
     }
     buf.copy_within(start..start + quoted, new_start + hdr);
-    let out = &mut buf[new_start..new_start + hdr + quoted];
-    let len = hdr + quoted;
     // The error comes from the packet's destination and goes to its source.
-    let (from, to) = (ip.dst, ip.src);
-    if let (IpAddr::V6(from), IpAddr::V6(to)) = (from, to) {
-        out[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, IPPROTO_ICMPV6, HOP_LIMIT]);
-        let mut h = Ipv6Packet::new_unchecked(&mut out[..]);
-        h.set_payload_len((len - 40) as u16);
-        h.set_src_addr(from);
-        h.set_dst_addr(to);
-        let mut m = IcmpPacket::new_unchecked(&mut out[40..]);
-        m.set_msg_type(ICMPV6_PACKET_TOO_BIG);
-        m.set_code(0);
-        m.set_rest_of_header(mtu);
-        m.fill_checksum_v6(from.octets(), to.octets());
-    } else if let (IpAddr::V4(from), IpAddr::V4(to)) = (from, to) {
-        let l = (len as u16).to_be_bytes();
-        out[..12].copy_from_slice(&[
-            0x45,
-            0,
-            l[0],
-            l[1],
-            0,
-            0,
-            0,
-            0,
-            HOP_LIMIT,
-            IPPROTO_ICMP,
-            0,
-            0,
-        ]);
-        out[12..16].copy_from_slice(&from.octets());
-        out[16..20].copy_from_slice(&to.octets());
-        Ipv4Packet::new_unchecked(&mut out[..]).fill_checksum();
-        let mut m = IcmpPacket::new_unchecked(&mut out[20..]);
-        m.set_msg_type(ICMPV4_DEST_UNREACH);
-        m.set_code(ICMPV4_FRAG_NEEDED);
-        m.set_rest_of_header(mtu.min(0xffff));
-        m.fill_checksum_v4();
-    }
+    let msg = if ip.v6 {
+        (ICMPV6_PACKET_TOO_BIG, 0, mtu)
+    } else {
+        (ICMPV4_DEST_UNREACH, ICMPV4_FRAG_NEEDED, mtu.min(0xffff))
+    };
+    let len = write_error(buf, new_start, quoted, (ip.dst, ip.src), msg);
     pkt.set_bounds(new_start, new_start + len);
     Ok(())
 }
@@ -403,5 +373,298 @@ fn source_may_get_errors(src: IpAddr) -> bool {
     match src {
         IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
         IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+    }
+}
+
+/// The IP-layer facts of a (possibly truncated) quoted packet.
+#[derive(Debug, Clone, Copy)]
+struct QuotedIp {
+    v6: bool,
+    src: IpAddr,
+    dst: IpAddr,
+    /// Upper-layer protocol.
+    proto: u8,
+    /// Length of the IP header (IPv6: with extension headers).
+    hl: usize,
+    /// IPv4 DF (always set for IPv6, which routers never fragment).
+    df: bool,
+}
+
+/// Parses the IP header at the start of a quote; `None` if it is malformed or a non-first
+/// fragment (which carries no upper-layer header).
+fn quoted_ip(body: &[u8]) -> Option<QuotedIp> {
+    match body.first()? >> 4 {
+        4 => {
+            if body.len() < 20 {
+                return None;
+            }
+            let q = Ipv4Packet::new_unchecked(body);
+            let hl = q.header_len();
+            if hl < 20 || hl > body.len() || q.frag_offset() != 0 {
+                return None;
+            }
+            Some(QuotedIp {
+                v6: false,
+                src: IpAddr::V4(q.src_addr()),
+                dst: IpAddr::V4(q.dst_addr()),
+                proto: q.protocol(),
+                hl,
+                df: body[6] & 0x40 != 0,
+            })
+        }
+        6 => {
+            let q = Ipv6Packet::new_checked_header(body).ok()?;
+            let up = q.upper_layer(body.len()).ok()?;
+            if up.frag.is_some_and(|f| f.offset != 0) || up.offset > body.len() {
+                return None;
+            }
+            Some(QuotedIp {
+                v6: true,
+                src: IpAddr::V6(q.src_addr()),
+                dst: IpAddr::V6(q.dst_addr()),
+                proto: up.protocol,
+                hl: up.offset,
+                df: true,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Length of the tunnel header (GRE, UDP + GUE) behind a quoted outer header of protocol
+/// `proto` at `data[at..]`, if it is one the engine sends and carries an IP packet.
+fn tunnel_header_len(data: &[u8], at: usize, proto: u8) -> Option<usize> {
+    match proto {
+        IPPROTO_IPIP | IPPROTO_IPV6 => Some(0),
+        IPPROTO_GRE => {
+            let h = data.get(at..at + 4)?;
+            // Version 0; C, K and S add a word each.
+            if h[1] & 0x07 != 0 || !matches!(u16::from_be_bytes([h[2], h[3]]), 0x0800 | 0x86dd) {
+                return None;
+            }
+            Some(
+                4 + 4 * usize::from(
+                    (h[0] & 0x80 != 0) as u8 + (h[0] & 0x20 != 0) as u8 + (h[0] & 0x10 != 0) as u8,
+                ),
+            )
+        }
+        IPPROTO_UDP => {
+            // UDP, then GUE version 0 (not a control message) carrying IPv4 or IPv6.
+            let g = data.get(at + 8..at + 12)?;
+            if g[0] >> 6 != 0 || g[0] & 0x20 != 0 || !matches!(g[1], IPPROTO_IPIP | IPPROTO_IPV6) {
+                return None;
+            }
+            Some(8 + 4 + 4 * usize::from(g[0] & 0x1f))
+        }
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Handles an ICMP (`v6` false) or ICMPv6 message addressed to the director itself, as a
+    /// raw socket hands it over: `pkt` holds the message from its ICMP header on, without the
+    /// IP header in front (the dataplane's ICMP watcher reads copies of the errors the kernel
+    /// receives).
+    ///
+    /// An error about one of the engine's own tunnel packets (its quote is an outer header
+    /// from the director's tunnel source to a tunnel-mode real server, the tunnel header, and
+    /// the client's packet of a tracked connection) is relayed to the client, as IPVS's
+    /// `ip_vs_in_icmp` does: `pkt` becomes an ICMP error from the virtual address to the
+    /// client quoting the client's packet ([`Verdict::Reply`]: write it to the TUN). For
+    /// FRAG_NEEDED / Packet Too Big the MTU announced is the reported one minus the tunnel
+    /// overhead (for an IPv6 client at least 1280), and the reported MTU becomes the real
+    /// server's path MTU when it is smaller (as [`Engine::set_path_mtu`]), so later packets
+    /// are answered at once; an IPv4 client packet without DF only teaches the path MTU (the
+    /// kernel fragments such packets once encapsulated). Other errors are relayed with their
+    /// type, code and data when the tunnel and the client use the same family.
+    ///
+    /// Anything else (another error, an error about another packet of this host, an unknown
+    /// connection) is [`Verdict::Pass`]: not the engine's, nothing to send; a relay that
+    /// cannot help (an IPv4 path too small to announce) is a counted [`DropReason::TooBig`].
+    /// Never panics, whatever the bytes.
+    pub fn process_local_icmp(&self, now: Timestamp, pkt: &mut PacketBuf<'_>, v6: bool) -> Verdict {
+        tunnel_error(self, now, pkt, v6)
+    }
+}
+
+fn tunnel_error(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>, v6: bool) -> Verdict {
+    let data = pkt.data();
+    if data.len() < ICMP_HEADER_LEN + 20 {
+        return Verdict::Pass;
+    }
+    let (ty, code) = (data[0], data[1]);
+    let info = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+    let (error, pmtu) = if v6 {
+        (is_error_v6(ty), ty == ICMPV6_PACKET_TOO_BIG)
+    } else {
+        (
+            is_error_v4(ty),
+            ty == ICMPV4_DEST_UNREACH && code == ICMPV4_FRAG_NEEDED,
+        )
+    };
+    if !error {
+        return Verdict::Pass;
+    }
+    let at = ICMP_HEADER_LEN;
+    let Some(outer) = quoted_ip(&data[at..]) else {
+        return Verdict::Pass;
+    };
+    let dir = engine.director.load();
+    let ours = match outer.src {
+        IpAddr::V4(a) => !v6 && dir.tunnel_source_v4 == Some(a),
+        IpAddr::V6(a) => v6 && dir.tunnel_source_v6 == Some(a),
+    };
+    if !ours {
+        return Verdict::Pass;
+    }
+    let Some(tun_len) = tunnel_header_len(data, at + outer.hl, outer.proto) else {
+        return Verdict::Pass;
+    };
+    let inner_at = at + outer.hl + tun_len;
+    let Some(inner) = data.get(inner_at..).and_then(quoted_ip) else {
+        return Verdict::Pass;
+    };
+    let l4 = inner_at + inner.hl;
+    let (Some(proto), Some(ports)) = (Protocol::from_number(inner.proto), data.get(l4..l4 + 4))
+    else {
+        return Verdict::Pass;
+    };
+    // The quoted client packet went the way the connection was opened.
+    let key = Tuple {
+        proto,
+        src: inner.src,
+        sport: u16::from_be_bytes([ports[0], ports[1]]),
+        dst: inner.dst,
+        dport: u16::from_be_bytes([ports[2], ports[3]]),
+    };
+    let found = engine.conns.with(&key, now, |c, from_client| {
+        let f = Fwd::unpack(c.dest.fwd.load(Relaxed));
+        let path = match c.dest.path_mtu.load(Relaxed) {
+            0 => dir.path_mtu,
+            m => m,
+        };
+        (from_client
+            && c.forward == ForwardMethod::Tunnel
+            && f.method == ForwardMethod::Tunnel
+            && c.reply.src == outer.dst)
+            .then(|| (crate::tunnel::overhead(&f.tunnel, outer.v6), path))
+    });
+    let Some(Some((overhead, path))) = found else {
+        return Verdict::Pass;
+    };
+    let (out_ty, out_code, out_info) = if pmtu {
+        let reported = if v6 { info } else { info & 0xffff };
+        let floor = if outer.v6 { 1280 } else { 68 };
+        let mtu = if reported >= floor && reported < path {
+            engine.set_path_mtu(outer.dst, reported);
+            reported
+        } else {
+            path
+        };
+        if !inner.df {
+            return Verdict::Pass;
+        }
+        let room = (mtu as usize).saturating_sub(overhead);
+        let announce = if inner.v6 {
+            room.max(MIN_MTU_V6)
+        } else if room < MIN_MTU_V4 {
+            return engine.drops.count(DropReason::TooBig);
+        } else {
+            room
+        };
+        if inner.v6 {
+            (ICMPV6_PACKET_TOO_BIG, 0, announce as u32)
+        } else {
+            (ICMPV4_DEST_UNREACH, ICMPV4_FRAG_NEEDED, announce as u32)
+        }
+    } else if inner.v6 == v6 {
+        (ty, code, info)
+    } else {
+        return Verdict::Pass;
+    };
+    if !source_may_get_errors(inner.src) {
+        return Verdict::Pass;
+    }
+    let (buf, start, end) = pkt.raw();
+    let hdr = if inner.v6 { 40 } else { 20 } + ICMP_HEADER_LEN;
+    let max = if inner.v6 { V6_ERROR_MAX } else { V4_ERROR_MAX };
+    let quote_start = start + inner_at;
+    let quote_len = (end - quote_start).min(max - hdr);
+    let Some(new_start) = quote_start.checked_sub(hdr) else {
+        return engine.drops.count(DropReason::NoHeadroom);
+    };
+    let len = write_error(
+        buf,
+        new_start,
+        quote_len,
+        (inner.dst, inner.src),
+        (out_ty, out_code, out_info),
+    );
+    pkt.set_bounds(new_start, new_start + len);
+    Verdict::Reply
+}
+
+/// Smallest MTU an IPv4 link must carry (RFC 791).
+const MIN_MTU_V4: usize = 68;
+/// Smallest MTU an IPv6 link must carry (RFC 8200).
+const MIN_MTU_V6: usize = 1280;
+
+/// Writes an ICMP (`from`/`to` IPv4) or ICMPv6 error header in front of a quote of
+/// `quote_len` bytes that already sits at `buf[start + hdr..]` (`hdr` = IP header + 8), with
+/// type, code and the 32-bit rest of header of `msg`, both checksums filled. Returns the
+/// error's length.
+fn write_error(
+    buf: &mut [u8],
+    start: usize,
+    quote_len: usize,
+    (from, to): (IpAddr, IpAddr),
+    (ty, code, rest): (u8, u8, u32),
+) -> usize {
+    match (from, to) {
+        (IpAddr::V6(from), IpAddr::V6(to)) => {
+            let len = 40 + ICMP_HEADER_LEN + quote_len;
+            let out = &mut buf[start..start + len];
+            out[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, IPPROTO_ICMPV6, HOP_LIMIT]);
+            let mut h = Ipv6Packet::new_unchecked(&mut out[..]);
+            h.set_payload_len((len - 40) as u16);
+            h.set_src_addr(from);
+            h.set_dst_addr(to);
+            let mut m = IcmpPacket::new_unchecked(&mut out[40..]);
+            m.set_msg_type(ty);
+            m.set_code(code);
+            m.set_rest_of_header(rest);
+            m.fill_checksum_v6(from.octets(), to.octets());
+            len
+        }
+        (IpAddr::V4(from), IpAddr::V4(to)) => {
+            let len = 20 + ICMP_HEADER_LEN + quote_len;
+            let out = &mut buf[start..start + len];
+            let l = (len as u16).to_be_bytes();
+            out[..12].copy_from_slice(&[
+                0x45,
+                0,
+                l[0],
+                l[1],
+                0,
+                0,
+                0,
+                0,
+                HOP_LIMIT,
+                IPPROTO_ICMP,
+                0,
+                0,
+            ]);
+            out[12..16].copy_from_slice(&from.octets());
+            out[16..20].copy_from_slice(&to.octets());
+            Ipv4Packet::new_unchecked(&mut out[..]).fill_checksum();
+            let mut m = IcmpPacket::new_unchecked(&mut out[20..]);
+            m.set_msg_type(ty);
+            m.set_code(code);
+            m.set_rest_of_header(rest);
+            m.fill_checksum_v4();
+            len
+        }
+        // Callers pass addresses of one family.
+        _ => 0,
     }
 }

@@ -1,7 +1,7 @@
 //! The ulvs daemon: dataplane + control server, signals and shutdown.
 //!
 //! Start-up: check the host (CAP_NET_ADMIN, `/dev/net/tun`, forwarding; `--configure-sysctls`
-//! fixes the sysctls instead of failing), create the engine, the TUN device and its workers,
+//! fixes the sysctls instead of failing), create the engine, the TUN device and its workers (and, with a tunnel source, the ICMP watcher),
 //! remove stale routes and rules of an earlier run, and serve the gRPC control API on a unix
 //! socket. "ulvsd ready" is logged once the socket accepts. SIGINT/SIGTERM stop serving, stop the
 //! workers, remove every route and rule, remove the socket and exit 0. A fatal error prints one
@@ -304,6 +304,26 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
             pin: args.pin_workers,
         },
     )?;
+    // Errors routers send to the tunnel source about our tunnel packets (FRAG_NEEDED / Packet
+    // Too Big from a hop behind the director) arrive at a local address: a raw socket sees a
+    // copy, the engine relays them to the client.
+    let families = ulvs_dataplane::Families {
+        v4: director.tunnel_source_v4.is_some(),
+        v6: director.tunnel_source_v6.is_some(),
+    };
+    let mut icmp_watcher = if families.v4 || families.v6 {
+        let q = tun
+            .clone_queues()?
+            .into_iter()
+            .next()
+            .context("the TUN has no queue")?;
+        Some(
+            ulvs_dataplane::IcmpWatcher::start(engine.clone(), q, families, clock)
+                .context("start the ICMP watcher of the tunnel source")?,
+        )
+    } else {
+        None
+    };
     tracing::info!(
         tun = tun.name(),
         queues = args.queues,
@@ -340,6 +360,11 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
 
     // Shutdown, in reverse: workers, then routes and rules (before the TUN goes), then the TUN.
     let stopped = workers.stop();
+    if let Some(w) = icmp_watcher.as_mut()
+        && !w.stop()
+    {
+        tracing::error!("the ICMP watcher thread panicked");
+    }
     let cleared = router.clear().await;
     drop(tun);
     drop(tap);
