@@ -1,15 +1,19 @@
 //! End-to-end ICMP tests (needs root): ICMP errors of NAT real servers are steered into the
 //! TUN and translated for the client, while untracked ICMP of real servers (a real server
-//! pinging the client) is handed back by the engine and still flows.
+//! pinging the client) is handed back by the engine and still flows; errors that reach the VIP
+//! about a direct-routing or tunnel real server's reply are sent on to that real server.
 
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use integration::dr::{DrRig, LAN_CLIENT, dr_vip};
+use integration::netns::Netns;
 use integration::topology::{CLIENT_ADDR, CLIENT_ADDR6, vip_udp, vip6_udp};
-use integration::{Bins, NatRig, require_root};
+use integration::tunnel::{TUN_CLIENT, TunRig, tun_vip};
+use integration::{Bins, NatRig, require_root, wait_until};
 
 /// A UDP port on the real server where nothing listens: the real server answers with ICMP
 /// port unreachable.
@@ -212,4 +216,119 @@ fn nat_real_server_icmp_errors_are_translated_and_its_pings_still_flow() -> Resu
             .with_context(|| format!("real server pings {client}\n{}", rig.diagnostics()))?;
     }
     Ok(())
+}
+
+/// Sends a UDP datagram from a connected socket to `vip` until an answer comes back (the
+/// engine then tracks the connection and the real server has replied from the VIP), then
+/// sends the VIP a FRAG_NEEDED with next-hop MTU `mtu` quoting that reply (VIP:port ->
+/// client), as a router on the real server's direct path to the client would. Returns the
+/// client port.
+fn forge_frag_needed_for_a_reply(vip: SocketAddr, client: Ipv4Addr, mtu: u16) -> Result<u16> {
+    let IpAddr::V4(vip_ip) = vip.ip() else {
+        bail!("IPv4 only");
+    };
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect(vip)?;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let mut buf = [0u8; 512];
+    let mut answered = false;
+    for _ in 0..20 {
+        sock.send(b"hello")?;
+        if sock.recv(&mut buf).is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    ensure!(answered, "no answer from {vip}");
+    let cport = sock.local_addr()?.port();
+    // The quoted reply: IPv4 header (DF, UDP, VIP -> client) and the UDP header.
+    let mut quote = vec![0x45, 0, 0, 36, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0];
+    quote.extend_from_slice(&vip_ip.octets());
+    quote.extend_from_slice(&client.octets());
+    let c = inet_checksum(&quote);
+    quote[10..12].copy_from_slice(&c.to_be_bytes());
+    quote.extend_from_slice(&vip.port().to_be_bytes());
+    quote.extend_from_slice(&cport.to_be_bytes());
+    quote.extend_from_slice(&[0, 16, 0, 0]);
+    quote.extend_from_slice(b"greeting");
+    let mut msg = vec![3, 4, 0, 0, 0, 0];
+    msg.extend_from_slice(&mtu.to_be_bytes());
+    msg.extend_from_slice(&quote);
+    let c = inet_checksum(&msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    // SAFETY: plain socket(2); the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
+    ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    send_to(&fd, &msg, vip.ip())?;
+    Ok(cport)
+}
+
+/// Waits until the real server's kernel has a path MTU of `mtu` cached for `client` (it took
+/// the relayed FRAG_NEEDED as an answer to its own reply).
+fn wait_for_pmtu(rs: &Netns, client: Ipv4Addr, mtu: u16) -> Result<()> {
+    let want = format!("mtu {mtu}");
+    wait_until(
+        "the real server to learn the path MTU",
+        Duration::from_secs(5),
+        || {
+            Ok(rs
+                .ip(&["route", "get", &client.to_string()])?
+                .contains(&want))
+        },
+    )
+}
+
+/// Direct routing: the real server answers the client straight from the VIP; a FRAG_NEEDED
+/// about that reply comes back to the VIP, which leads to the director. ulvsd sends it on to
+/// the real server's MAC unchanged, and the real server's kernel learns the smaller path MTU.
+#[test]
+fn frag_needed_at_the_vip_reaches_the_direct_routing_real_server() -> Result<()> {
+    require_root()?;
+    let rig = DrRig::new(Bins::from_env()?, 1)?;
+    let vip = dr_vip().to_string();
+    rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
+    rig.ulvsadm(&[
+        "-a",
+        "-u",
+        &vip,
+        "-r",
+        &rig.servers[0].addr.to_string(),
+        "-g",
+    ])?;
+    let client = LAN_CLIENT;
+    rig.client
+        .run(|| forge_frag_needed_for_a_reply(dr_vip(), client, 1300))?
+        .with_context(|| rig.logs())?;
+    wait_for_pmtu(&rig.servers[0].ns, client, 1300).with_context(|| rig.logs())
+}
+
+/// Tunnel mode: the same, with the error encapsulated to the real server (IPIP), which
+/// decapsulates it with ulvs-decap.
+#[test]
+fn frag_needed_at_the_vip_reaches_the_tunnel_real_server() -> Result<()> {
+    require_root()?;
+    let rig = TunRig::new(Bins::from_env()?, 1, 1500)?;
+    let vip = tun_vip().to_string();
+    rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
+    rig.ulvsadm(&[
+        "-a",
+        "-u",
+        &vip,
+        "-r",
+        &rig.servers[0].addr.to_string(),
+        "-i",
+    ])?;
+    let client = TUN_CLIENT;
+    rig.client
+        .run(|| forge_frag_needed_for_a_reply(tun_vip(), client, 1300))?
+        .with_context(|| rig.logs())?;
+    wait_for_pmtu(&rig.servers[0].ns, client, 1300).with_context(|| rig.logs())
 }
