@@ -11,6 +11,9 @@
 //! - GUE (draft-ietf-intarea-gue): version 0 data messages without optional fields (control
 //!   messages and options are refused, counted), and version 1 (the inner IP header directly).
 //!   The UDP checksum is checked by the kernel before the UDP socket sees the payload.
+//!   [`decap_gue_mut`] also takes the one option the engine and the kernel's `fou` send: remote
+//!   checksum offload (flag P, private flag REMCSUM, `start` and `offset`), completing the
+//!   inner checksum in place.
 //!
 //! The inner packet is checked as the kernel would on receipt (version, header length, total
 //! length within the bytes received, IPv4 header checksum) and trimmed to its own length.
@@ -62,7 +65,8 @@ pub enum DecapError {
     /// A GUE control message (C bit).
     #[error("GUE control message")]
     GueControl,
-    /// GUE optional fields (flags or header length); none are implemented.
+    /// GUE optional fields (flags or header length) other than remote checksum offload, or a
+    /// remote checksum offload option whose `start` and `offset` do not fit the inner packet.
     #[error("GUE optional fields not supported")]
     GueOptions,
     /// GUE inner protocol other than 4 or 41.
@@ -245,6 +249,62 @@ pub fn decap_gue(gue: &[u8]) -> Result<&[u8], DecapError> {
         IPPROTO_IPV6 => inner(true, &gue[4..]),
         _ => Err(DecapError::GueProtocol),
     }
+}
+
+/// GUE flag P: a private-flags field follows the header (the kernel's `GUE_FLAG_PRIV`).
+const GUE_FLAG_PRIV: u16 = 0x0001;
+/// Private flag REMCSUM: the remote checksum offload option follows (`GUE_PFLAG_REMCSUM`).
+const GUE_PFLAG_REMCSUM: u32 = 0x8000_0000;
+
+/// The remote checksum offload option (`start`, `offset`) of a version-0 GUE data message, if
+/// its header carries exactly that (Hlen 2, flag P, private flag REMCSUM); `None` for any other
+/// header, which [`decap_gue`] judges.
+fn gue_remcsum(gue: &[u8]) -> Result<Option<(usize, usize)>, DecapError> {
+    let (Some(&first), Some(flags)) = (gue.first(), be16(gue, 2)) else {
+        return Ok(None);
+    };
+    if first >> 5 != 0 || first & 0x1f != 2 || flags != GUE_FLAG_PRIV {
+        return Ok(None);
+    }
+    let (Some(p0), Some(p1), Some(start), Some(offset)) =
+        (be16(gue, 4), be16(gue, 6), be16(gue, 8), be16(gue, 10))
+    else {
+        return Err(DecapError::TruncatedHeader);
+    };
+    if (u32::from(p0) << 16 | u32::from(p1)) != GUE_PFLAG_REMCSUM {
+        return Err(DecapError::GueOptions);
+    }
+    Ok(Some((usize::from(start), usize::from(offset))))
+}
+
+/// Decapsulates a GUE packet as [`decap_gue`] does, and also accepts remote checksum offload
+/// (Hlen 2, flag P, private flag REMCSUM, then 16-bit `start` and `offset` from the start of
+/// the inner packet, as the ulvs engine with `--tun-remcsum` and the kernel's `fou` send it):
+/// the inner checksum field at `offset` holds the pseudo-header sum, and is completed in place
+/// with the checksum of the inner bytes from `start` to the end of the inner packet. `start`
+/// must be even and the field must lie within those bytes, else [`DecapError::GueOptions`].
+pub fn decap_gue_mut(gue: &mut [u8]) -> Result<&[u8], DecapError> {
+    let Some((start, offset)) = gue_remcsum(gue)? else {
+        return decap_gue(gue);
+    };
+    let v6 = match gue[1] {
+        IPPROTO_IPIP => false,
+        IPPROTO_IPV6 => true,
+        _ => return Err(DecapError::GueProtocol),
+    };
+    let body = &mut gue[12..];
+    let len = inner(v6, body)?.len();
+    if start % 2 != 0 || start > offset || offset + 2 > len {
+        return Err(DecapError::GueOptions);
+    }
+    // The field's pseudo-header sum plus the bytes from `start`, folded and complemented. A
+    // result of 0 is sent as 0xffff (the same in one's complement; 0 means "none" in UDP).
+    let c = match internet_checksum(&body[start..len]) {
+        0 => 0xffff,
+        c => c,
+    };
+    body[offset..offset + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(&body[..len])
 }
 
 /// Checks the inner packet as the kernel will and trims it to its own length.
@@ -463,6 +523,67 @@ mod tests {
         assert_eq!(decap_gue(&[0x50]), Err(DecapError::GueProtocol));
         assert_eq!(decap_gue(&[0, 4]), Err(DecapError::TruncatedHeader));
         assert_eq!(decap_gue(&[]), Err(DecapError::TruncatedHeader));
+        // Without the option, the in-place variant agrees.
+        for p in [&g, &g6, &inner4, &ctl, &opt, &flags, &proto] {
+            let mut m = p.clone();
+            assert_eq!(decap_gue_mut(&mut m), decap_gue(p));
+        }
+    }
+
+    /// A GUE header with the remote checksum offload option in front of `inner`.
+    fn gue_remcsum_packet(proto: u8, start: u16, offset: u16, inner: &[u8]) -> Vec<u8> {
+        let mut g = vec![2, proto, 0, 1, 0x80, 0, 0, 0];
+        g.extend_from_slice(&start.to_be_bytes());
+        g.extend_from_slice(&offset.to_be_bytes());
+        g.extend_from_slice(inner);
+        g
+    }
+
+    #[test]
+    fn gue_remcsum_completes_the_inner_checksum() {
+        // The v4 test packet's UDP checksum field with the pseudo-header sum only, as a
+        // sender with checksum offload leaves it.
+        let mut inner4 = v4_packet();
+        let mut pseudo: u64 = 17 + 12;
+        for c in inner4[12..20].chunks(2) {
+            pseudo += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        while pseudo > 0xffff {
+            pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+        }
+        inner4[26..28].copy_from_slice(&(pseudo as u16).to_be_bytes());
+        let mut g = gue_remcsum_packet(IPPROTO_IPIP, 20, 26, &inner4);
+        let out = decap_gue_mut(&mut g).unwrap().to_vec();
+        // The completed checksum verifies over pseudo-header and datagram.
+        let mut check = inner4[12..20].to_vec();
+        check.extend_from_slice(&[0, 17, 0, 12]);
+        check.extend_from_slice(&out[20..]);
+        assert_eq!(internet_checksum(&check), 0, "{out:02x?}");
+        assert_eq!(out[..26], inner4[..26]);
+        // The plain parser refuses the option.
+        let g = gue_remcsum_packet(IPPROTO_IPIP, 20, 26, &inner4);
+        assert_eq!(decap_gue(&g), Err(DecapError::GueOptions));
+    }
+
+    #[test]
+    fn gue_remcsum_refusals() {
+        let inner4 = v4_packet();
+        for (start, offset) in [(21, 26), (28, 26), (20, 31), (20, 60), (u16::MAX, u16::MAX)] {
+            let mut g = gue_remcsum_packet(IPPROTO_IPIP, start, offset, &inner4);
+            assert_eq!(decap_gue_mut(&mut g), Err(DecapError::GueOptions));
+        }
+        let mut g = gue_remcsum_packet(IPPROTO_IPIP, 20, 26, &inner4);
+        g[4] = 0x40;
+        assert_eq!(decap_gue_mut(&mut g), Err(DecapError::GueOptions));
+        let mut g = gue_remcsum_packet(17, 20, 26, &inner4);
+        assert_eq!(decap_gue_mut(&mut g), Err(DecapError::GueProtocol));
+        let mut g = gue_remcsum_packet(IPPROTO_IPV6, 20, 26, &inner4);
+        assert_eq!(decap_gue_mut(&mut g), Err(DecapError::InnerVersion));
+        for cut in 0..12 {
+            let mut g = gue_remcsum_packet(IPPROTO_IPIP, 20, 26, &inner4);
+            g.truncate(cut);
+            assert!(decap_gue_mut(&mut g).is_err(), "cut {cut}");
+        }
     }
 
     #[test]

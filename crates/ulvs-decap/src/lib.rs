@@ -456,12 +456,12 @@ impl Decapsulator {
                 self.counters.truncated += 1;
                 continue;
             }
-            let data = &self.buf[..n];
             let inner = match kind {
-                Kind::RawV4 => decap::strip_outer_ipv4(data)
+                Kind::RawV4 => decap::strip_outer_ipv4(&self.buf[..n])
                     .and_then(|(proto, payload)| decap::decap_ip(proto, payload, self.opts)),
-                Kind::RawV6(proto) => decap::decap_ip(proto, data, self.opts),
-                Kind::Gue => decap::decap_gue(data),
+                Kind::RawV6(proto) => decap::decap_ip(proto, &self.buf[..n], self.opts),
+                // In place: a remote checksum offload option is completed in the buffer.
+                Kind::Gue => decap::decap_gue_mut(&mut self.buf[..n]),
             };
             match inner {
                 Ok(pkt) => match self.queue.send(pkt) {

@@ -79,8 +79,11 @@ pub enum TunnelChecksum {
     None,
     /// An outer checksum (UDP checksum over GUE, GRE checksum field).
     Csum,
-    /// Remote checksum offload (GUE only). Packets from the TUN never carry a partial
-    /// checksum, so as in IPVS this sends a full UDP checksum and no remcsum option.
+    /// Remote checksum offload (GUE only), as IPVS and the kernel's `fou` send it: a full
+    /// outer UDP checksum and, for an inner TCP/UDP packet whose checksum is partial (checksum
+    /// offload on the TUN), the REMCSUM option with the inner checksum left for the receiver
+    /// to complete (`ulvs-decap` does; so does the kernel's GUE receive path). Packets with a
+    /// complete inner checksum go out without the option.
     Remcsum,
 }
 

@@ -11,6 +11,15 @@
 //!   configured port from a source port chosen per flow (49152-65535), then the 4-byte GUE
 //!   header (version 0, no options, flags 0, protocol 4 or 41). The UDP checksum is 0 with
 //!   `--tun-nocsum`, computed with `--tun-csum` and `--tun-remcsum`.
+//! - GUE remote checksum offload (`--tun-remcsum`, as the kernel's `fou` module and IPVS send
+//!   it): for an inner TCP/UDP packet whose checksum is partial (checksum offload from the
+//!   TUN), the GUE header carries the private-flags field (flag P, `0x0001`) with the REMCSUM
+//!   private flag (`0x80000000`) and the remote checksum option: 16-bit `start` (where the
+//!   inner checksummed bytes begin) and `offset` (where the inner checksum field is), both from
+//!   the start of the inner packet; Hlen is 2. The inner checksum field keeps the
+//!   pseudo-header sum and the receiver completes it (`ulvs-decap`, or the kernel's
+//!   `gue_remcsum`) from the checksum of the bytes after `start`. Packets with a complete inner
+//!   checksum get no option, as in IPVS.
 //! - GRE (RFC 2784): outer IP protocol 47, a 4-byte header (version 0, protocol type 0x0800 or
 //!   0x86dd), 8 bytes with the C bit and a checksum over the GRE header and payload with
 //!   `--tun-csum`.
@@ -23,6 +32,8 @@ use std::net::IpAddr;
 
 use crate::checksum;
 use crate::config::{DestConfig, ForwardMethod, TunnelChecksum, TunnelConfig, TunnelType};
+use crate::path::Ip;
+use crate::{L4Csum, PacketBuf};
 
 /// IP protocol number of IPv4-in-IP.
 pub(crate) const IPPROTO_IPIP: u8 = 4;
@@ -101,11 +112,58 @@ impl Fwd {
     }
 }
 
-/// Bytes the encapsulation adds in front of the inner packet, outer IP header included.
-pub(crate) fn overhead(t: &TunnelConfig, outer_v6: bool) -> usize {
+/// Bytes the remote checksum offload adds to a GUE header: the private-flags field and the
+/// option's `start` and `offset`.
+pub(crate) const REMCSUM_LEN: usize = 8;
+/// GUE flag P (private flags field present), as the kernel's `GUE_FLAG_PRIV`.
+pub(crate) const GUE_FLAG_PRIV: u16 = 0x0001;
+/// GUE private flag REMCSUM, as the kernel's `GUE_PFLAG_REMCSUM`.
+pub(crate) const GUE_PFLAG_REMCSUM: u32 = 0x8000_0000;
+
+/// The remote checksum offload option of a GUE header: where the inner packet's checksummed
+/// bytes start and where its checksum field is, from the start of the inner packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Remcsum {
+    pub(crate) start: u16,
+    pub(crate) offset: u16,
+}
+
+impl Remcsum {
+    /// The option for a packet (`pkt`, described by `ip`) to a real server with tunnel
+    /// settings `t`: only for GUE with `--tun-remcsum` and an inner TCP/UDP packet (not a
+    /// super-packet) whose checksum is partial; `None` otherwise (the caller then finishes the
+    /// checksum and sends no option).
+    pub(crate) fn of(pkt: &PacketBuf<'_>, ip: &Ip, t: &TunnelConfig) -> Option<Remcsum> {
+        let o = pkt.offload();
+        if t.kind != TunnelType::Gue
+            || t.checksum != TunnelChecksum::Remcsum
+            || o.csum != L4Csum::Partial
+            || o.is_gso()
+        {
+            return None;
+        }
+        let field = match ip.proto {
+            6 => 16,
+            IPPROTO_UDP => 6,
+            _ => return None,
+        };
+        let offset = ip.l4 + field;
+        if offset + 2 > ip.total.min(pkt.len()) {
+            return None;
+        }
+        Some(Remcsum {
+            start: u16::try_from(ip.l4).ok()?,
+            offset: u16::try_from(offset).ok()?,
+        })
+    }
+}
+
+/// Bytes the encapsulation adds in front of `inner`, outer IP header included.
+pub(crate) fn overhead(t: &TunnelConfig, inner: &Inner, outer_v6: bool) -> usize {
     let ip = if outer_v6 { 40 } else { 20 };
     ip + match t.kind {
         TunnelType::Ipip => 0,
+        TunnelType::Gue if inner.remcsum.is_some() => 8 + 4 + REMCSUM_LEN,
         TunnelType::Gue => 8 + 4,
         TunnelType::Gre if t.checksum == TunnelChecksum::Csum => 8,
         TunnelType::Gre => 4,
@@ -127,6 +185,8 @@ pub(crate) struct Inner {
     pub(crate) id: u16,
     /// A per-flow hash for the GUE source port.
     pub(crate) flow_hash: u16,
+    /// The GUE remote checksum offload option, if the inner checksum is left to the receiver.
+    pub(crate) remcsum: Option<Remcsum>,
 }
 
 impl Inner {
@@ -141,6 +201,7 @@ impl Inner {
                 df: false,
                 id: 0,
                 flow_hash,
+                remcsum: None,
             }
         } else {
             Inner {
@@ -150,6 +211,7 @@ impl Inner {
                 df: pkt[6] & 0x40 != 0,
                 id: u16::from_be_bytes([pkt[4], pkt[5]]),
                 flow_hash,
+                remcsum: None,
             }
         }
     }
@@ -199,7 +261,7 @@ pub(crate) fn encapsulate(
     dst: IpAddr,
 ) -> Result<usize, EncapError> {
     let outer_v6 = dst.is_ipv6();
-    let oh = overhead(t, outer_v6);
+    let oh = overhead(t, &inner, outer_v6);
     if start < oh {
         return Err(EncapError::NoHeadroom);
     }
@@ -222,13 +284,24 @@ pub(crate) fn encapsulate(
         TunnelType::Ipip => {}
         TunnelType::Gue => {
             let sport = 0xc000 | (inner.flow_hash & 0x3fff);
-            let udp_len = (len + 12) as u16;
+            // UDP header and GUE header with its optional fields.
+            let udp_len = (oh - ip_len + len) as u16;
             buf[th..th + 2].copy_from_slice(&sport.to_be_bytes());
             buf[th + 2..th + 4].copy_from_slice(&t.port.to_be_bytes());
             buf[th + 4..th + 6].copy_from_slice(&udp_len.to_be_bytes());
             buf[th + 6..th + 8].copy_from_slice(&[0, 0]);
-            // GUE version 0, C = 0, Hlen = 0; proto/ctype; flags 0.
-            buf[th + 8..th + 12].copy_from_slice(&[0, inner_proto, 0, 0]);
+            match inner.remcsum {
+                // GUE version 0, C = 0, Hlen = 0; proto/ctype; flags 0.
+                None => buf[th + 8..th + 12].copy_from_slice(&[0, inner_proto, 0, 0]),
+                // Hlen = 2 (private flags, option); flag P; REMCSUM; start, offset.
+                Some(r) => {
+                    buf[th + 8..th + 10].copy_from_slice(&[(REMCSUM_LEN / 4) as u8, inner_proto]);
+                    buf[th + 10..th + 12].copy_from_slice(&GUE_FLAG_PRIV.to_be_bytes());
+                    buf[th + 12..th + 16].copy_from_slice(&GUE_PFLAG_REMCSUM.to_be_bytes());
+                    buf[th + 16..th + 18].copy_from_slice(&r.start.to_be_bytes());
+                    buf[th + 18..th + 20].copy_from_slice(&r.offset.to_be_bytes());
+                }
+            }
             if t.checksum != TunnelChecksum::None {
                 let pseudo = match (src, dst) {
                     (IpAddr::V4(s), IpAddr::V4(d)) => checksum::pseudo_header_v4(

@@ -44,9 +44,18 @@ pub(crate) fn inbound(
             crate::offload::finish_partial(pkt);
             crate::l2::to_frame(engine, now, pkt, conn.reply.src)
         }
+        // GUE remote checksum offload leaves a partial inner checksum to the receiver.
         ForwardMethod::Tunnel => {
-            crate::offload::finish_partial(pkt);
-            encap(engine, pkt, conn, &f)
+            let remcsum = tunnel::Remcsum::of(pkt, ip, &f.tunnel);
+            if remcsum.is_none() {
+                crate::offload::finish_partial(pkt);
+            }
+            let v = encap(engine, pkt, conn, &f, remcsum);
+            if remcsum.is_some() {
+                // Nothing left for the sender to finish.
+                pkt.offload.csum = crate::L4Csum::Complete;
+            }
+            v
         }
     }
 }
@@ -65,7 +74,7 @@ pub(crate) fn relay(
     let f = Fwd::unpack(conn.dest.fwd.load(Relaxed));
     match f.method {
         ForwardMethod::Route => Some(crate::l2::to_frame(engine, now, pkt, conn.reply.src)),
-        ForwardMethod::Tunnel => Some(encap(engine, pkt, conn, &f)),
+        ForwardMethod::Tunnel => Some(encap(engine, pkt, conn, &f, None)),
         ForwardMethod::Masq | ForwardMethod::FullNat => None,
     }
 }
@@ -81,7 +90,13 @@ pub(crate) fn needs_split(conn: &Conn) -> bool {
         )
 }
 
-fn encap(engine: &Engine, pkt: &mut PacketBuf<'_>, conn: &Conn, fwd: &Fwd) -> Verdict {
+fn encap(
+    engine: &Engine,
+    pkt: &mut PacketBuf<'_>,
+    conn: &Conn,
+    fwd: &Fwd,
+    remcsum: Option<tunnel::Remcsum>,
+) -> Verdict {
     let rs = conn.reply.src;
     let dir = engine.director.load();
     let src = match rs {
@@ -93,8 +108,11 @@ fn encap(engine: &Engine, pkt: &mut PacketBuf<'_>, conn: &Conn, fwd: &Fwd) -> Ve
     };
     let o = &conn.orig;
     let hash = tunnel::flow_hash(o.src, o.sport, o.dst, o.dport, o.proto.number());
-    let inner = Inner::of(pkt.data(), hash);
-    let overhead = tunnel::overhead(&fwd.tunnel, rs.is_ipv6());
+    let inner = Inner {
+        remcsum,
+        ..Inner::of(pkt.data(), hash)
+    };
+    let overhead = tunnel::overhead(&fwd.tunnel, &inner, rs.is_ipv6());
     let mtu = match conn.dest.path_mtu.load(Relaxed) {
         0 => dir.path_mtu,
         m => m,
