@@ -158,12 +158,23 @@ impl Remcsum {
     }
 }
 
-/// Bytes the encapsulation adds in front of `inner`, outer IP header included.
-pub(crate) fn overhead(t: &TunnelConfig, inner: &Inner, outer_v6: bool) -> usize {
+/// Bytes the encapsulation adds in front of `inner`, outer IP header included: [`overhead`]
+/// and the remote checksum offload option if `inner` gets one.
+pub(crate) fn overhead_for(t: &TunnelConfig, inner: &Inner, outer_v6: bool) -> usize {
+    let opt = if t.kind == TunnelType::Gue && inner.remcsum.is_some() {
+        REMCSUM_LEN
+    } else {
+        0
+    };
+    overhead(t, outer_v6) + opt
+}
+
+/// Bytes the encapsulation adds in front of the inner packet, outer IP header included,
+/// without GUE options.
+pub(crate) fn overhead(t: &TunnelConfig, outer_v6: bool) -> usize {
     let ip = if outer_v6 { 40 } else { 20 };
     ip + match t.kind {
         TunnelType::Ipip => 0,
-        TunnelType::Gue if inner.remcsum.is_some() => 8 + 4 + REMCSUM_LEN,
         TunnelType::Gue => 8 + 4,
         TunnelType::Gre if t.checksum == TunnelChecksum::Csum => 8,
         TunnelType::Gre => 4,
@@ -261,7 +272,7 @@ pub(crate) fn encapsulate(
     dst: IpAddr,
 ) -> Result<usize, EncapError> {
     let outer_v6 = dst.is_ipv6();
-    let oh = overhead(t, &inner, outer_v6);
+    let oh = overhead_for(t, &inner, outer_v6);
     if start < oh {
         return Err(EncapError::NoHeadroom);
     }

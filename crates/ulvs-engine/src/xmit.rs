@@ -112,7 +112,7 @@ fn encap(
         remcsum,
         ..Inner::of(pkt.data(), hash)
     };
-    let overhead = tunnel::overhead(&fwd.tunnel, &inner, rs.is_ipv6());
+    let overhead = tunnel::overhead_for(&fwd.tunnel, &inner, rs.is_ipv6());
     let mtu = match conn.dest.path_mtu.load(Relaxed) {
         0 => dir.path_mtu,
         m => m,
