@@ -317,10 +317,20 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
             .into_iter()
             .next()
             .context("the TUN has no queue")?;
-        Some(
-            ulvs_dataplane::IcmpWatcher::start(engine.clone(), q, families, clock)
-                .context("start the ICMP watcher of the tunnel source")?,
-        )
+        match ulvs_dataplane::IcmpWatcher::start(engine.clone(), q, families, clock) {
+            Ok(w) => Some(w),
+            // Raw sockets need CAP_NET_RAW; without it tunnels still work, only the errors of
+            // hops behind the director are not relayed (the engine's own FRAG_NEEDED for the
+            // director's route MTU still is).
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "ICMP errors sent to the tunnel source will not be relayed to clients \
+                     (the ICMP watcher needs CAP_NET_RAW)"
+                );
+                None
+            }
+        }
     } else {
         None
     };
