@@ -50,6 +50,8 @@ const METRICS_ADDR: &str = "127.0.0.1:9464";
 struct Received {
     /// Latest value of each (metric name, sorted attributes).
     points: BTreeMap<(String, Vec<(String, String)>), i64>,
+    /// Latest count of each histogram series.
+    histograms: BTreeMap<(String, Vec<(String, String)>), u64>,
     spans: Vec<Span>,
     /// The `service.name` of the process that sent each span, by span id.
     senders: BTreeMap<Vec<u8>, String>,
@@ -98,6 +100,13 @@ impl MetricsService for Collector {
                     let dps = match m.data {
                         Some(metric::Data::Sum(s)) => s.data_points,
                         Some(metric::Data::Gauge(g)) => g.data_points,
+                        Some(metric::Data::Histogram(h)) => {
+                            for dp in h.data_points {
+                                rx.histograms
+                                    .insert((m.name.clone(), attrs(&dp.attributes)), dp.count);
+                            }
+                            continue;
+                        }
                         _ => continue,
                     };
                     for dp in dps {
@@ -309,6 +318,19 @@ fn otlp_export_carries_real_counters_and_the_callers_trace_id() -> Result<()> {
             &[("method", "AddRealServer"), ("result", "ok")],
         ) == Some(i64::try_from(rig.servers.len())?))
     })?;
+
+    wait_until("control durations in OTLP", DEADLINE, || {
+        let key = (
+            "ulvs.control.duration".to_owned(),
+            vec![
+                ("method".to_owned(), "AddRealServer".to_owned()),
+                ("result".to_owned(), "ok".to_owned()),
+            ],
+        );
+        Ok(collector.0.lock().unwrap().histograms.get(&key).copied()
+            == Some(u64::try_from(rig.servers.len())?))
+    })
+    .with_context(|| format!("{:#?}", collector.0.lock().unwrap().histograms))?;
 
     // A request with a known trace context: the daemon's spans join that trace.
     let caller = TraceParent::parse("00-5a1b2c3d4e5f60718293a4b5c6d7e8f9-1122334455667788-01")
@@ -555,6 +577,11 @@ fn samples(body: &str) -> Result<BTreeMap<String, u64>> {
         .filter(|l| !l.starts_with('#') && !l.is_empty())
     {
         let (k, v) = line.rsplit_once(' ').context("sample without a value")?;
+        if k.contains("_sum{") {
+            // Histogram sums are seconds, not counts.
+            let _: f64 = v.parse().with_context(|| line.to_owned())?;
+            continue;
+        }
         out.insert(k.to_owned(), v.parse().with_context(|| line.to_owned())?);
     }
     Ok(out)
@@ -709,6 +736,29 @@ fn prometheus_scrape_matches_the_list_services_counters() -> Result<()> {
             "ulvs_control_operations_total{method=\"AddService\",result=\"already_exists\"}"
         )? == 1
     );
+    // Timed too: the refusal and the success, each in its own series, every bucket count
+    // cumulative up to +Inf.
+    for result in ["ok", "already_exists"] {
+        let l = format!("method=\"AddService\",result=\"{result}\"");
+        ensure!(get(&m, &format!("ulvs_control_duration_seconds_count{{{l}}}"))? == 1);
+        ensure!(
+            get(
+                &m,
+                &format!("ulvs_control_duration_seconds_bucket{{{l},le=\"+Inf\"}}")
+            )? == 1
+        );
+    }
+    // A stream (ListConnections, through `ulvsadm -L -c`) is counted with its final result
+    // once it has ended.
+    rig.ulvsadm(&["-L", "-c", "-n"])?;
+    wait_until("ListConnections counted", DEADLINE, || {
+        let m = samples(&scrape(&rig)?)?;
+        let l = "method=\"ListConnections\",result=\"ok\"";
+        Ok(
+            m.get(&format!("ulvs_control_operations_total{{{l}}}")) == Some(&1)
+                && m.get(&format!("ulvs_control_duration_seconds_count{{{l}}}")) == Some(&1),
+        )
+    })?;
     // Quiescing a real server shows in its state.
     let rs0 = rig.servers[0].tcp();
     rig.ulvsadm(&["-e", "-t", &vip, "-r", &rs0, "-m", "-w", "0"])?;

@@ -1,12 +1,17 @@
 //! [`Metrics`]: where observations come from (the engine, the applied configuration, the
 //! control counts), read by both exporters.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use opentelemetry::KeyValue;
 use ulvs_engine::{Config, Engine};
 
-use crate::registry::{self, ControlCounts, Input, Observation};
+use crate::registry::{
+    self, CONTROL_DURATION, ControlCounts, HISTOGRAMS, HistogramObservation, HistogramPoint, Input,
+    Observation,
+};
 
 /// How long one reading of the engine serves the OTLP callbacks of one collection.
 const CACHE_FOR: Duration = Duration::from_millis(250);
@@ -43,6 +48,10 @@ struct Source {
 pub struct Metrics {
     source: Mutex<Option<Source>>,
     control: Mutex<ControlCounts>,
+    /// `ulvs.control.duration` by (method, result), for the Prometheus endpoint.
+    durations: Mutex<BTreeMap<(String, String), HistogramPoint>>,
+    /// `ulvs.control.duration` on the OTLP meter, once one is set up.
+    otel_duration: OnceLock<opentelemetry::metrics::Histogram<f64>>,
     cache: Mutex<Option<(Instant, Arc<Vec<Observation>>)>>,
 }
 
@@ -83,6 +92,42 @@ impl Metrics {
         *lock(&self.control)
             .entry((method.to_owned(), result.to_owned()))
             .or_default() += 1;
+    }
+
+    /// Counts one finished control request (`ulvs.control.operations`) and records its
+    /// duration (`ulvs.control.duration`), by method and result.
+    pub fn record_request(&self, method: &str, code: tonic::Code, elapsed: Duration) {
+        let result = result_label(code);
+        self.record_control(method, &result);
+        let spec = &HISTOGRAMS[CONTROL_DURATION];
+        let secs = elapsed.as_secs_f64();
+        if let Some(h) = self.otel_duration.get() {
+            h.record(
+                secs,
+                &[
+                    KeyValue::new("method", method.to_owned()),
+                    KeyValue::new("result", result.clone()),
+                ],
+            );
+        }
+        lock(&self.durations)
+            .entry((method.to_owned(), result.clone()))
+            .or_insert_with(|| HistogramPoint::new(spec, vec![method.to_owned(), result]))
+            .record(spec, secs);
+    }
+
+    /// Records `ulvs.control.duration` on `histogram` (the OTLP meter's) from now on.
+    pub(crate) fn set_otel_duration(&self, histogram: opentelemetry::metrics::Histogram<f64>) {
+        let _ = self.otel_duration.set(histogram);
+    }
+
+    /// Every histogram's series, in [`HISTOGRAMS`] order.
+    pub fn observe_histograms(&self) -> Vec<HistogramObservation> {
+        let durations = lock(&self.durations).values().cloned().collect();
+        vec![HistogramObservation {
+            spec: &HISTOGRAMS[CONTROL_DURATION],
+            points: durations,
+        }]
     }
 
     /// Every instrument's data points, read now.
@@ -152,6 +197,32 @@ mod tests {
             "invalid_argument"
         );
         assert_eq!(result_label(tonic::Code::NotFound), "not_found");
+    }
+
+    #[test]
+    fn a_request_is_counted_and_timed() {
+        let m = Metrics::new();
+        m.record_request("ListConnections", tonic::Code::Ok, Duration::from_millis(3));
+        m.record_request(
+            "ListConnections",
+            tonic::Code::Cancelled,
+            Duration::from_secs(20),
+        );
+        let h = m.observe_histograms();
+        assert_eq!(h[0].points.len(), 2);
+        let ok = h[0]
+            .points
+            .iter()
+            .find(|p| p.attributes[1] == "ok")
+            .unwrap();
+        assert_eq!(ok.count, 1);
+        assert!((ok.sum - 0.003).abs() < 1e-9);
+        let obs = m.observe_now();
+        let ops = obs
+            .iter()
+            .find(|o| o.spec.name == "ulvs.control.operations")
+            .unwrap();
+        assert_eq!(ops.points.len(), 2);
     }
 
     #[test]

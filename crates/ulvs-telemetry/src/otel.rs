@@ -18,7 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::Metrics;
-use crate::registry::{INSTRUMENTS, InstrumentSpec, Kind};
+use crate::registry::{CONTROL_DURATION, HISTOGRAMS, INSTRUMENTS, InstrumentSpec, Kind};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +154,15 @@ impl Telemetry {
                     .build(),
             );
             telemetry._instruments = register(&meter, &metrics);
+            let spec = &HISTOGRAMS[CONTROL_DURATION];
+            metrics.set_otel_duration(
+                meter
+                    .f64_histogram(spec.name)
+                    .with_unit(spec.unit)
+                    .with_description(spec.description)
+                    .with_boundaries(spec.bounds.to_vec())
+                    .build(),
+            );
             telemetry.meters = Some(meters);
         }
         tracing_subscriber::registry()

@@ -15,7 +15,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 
 use crate::Metrics;
-use crate::registry::{InstrumentSpec, Kind, Observation};
+use crate::registry::{HistogramObservation, HistogramSpec, InstrumentSpec, Kind, Observation};
 
 /// The content type of the text format.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -86,6 +86,58 @@ pub fn render(observations: &[Observation]) -> String {
     out
 }
 
+/// The Prometheus base name of a histogram (`ulvs.control.duration` `s` →
+/// `ulvs_control_duration_seconds`); its series are `_bucket`, `_sum` and `_count`.
+pub fn histogram_name(spec: &HistogramSpec) -> String {
+    let mut name = spec.name.replace('.', "_");
+    let suffix = unit_suffix(spec.unit);
+    if !suffix.is_empty() && !name.ends_with(suffix) {
+        name.push('_');
+        name.push_str(suffix);
+    }
+    name
+}
+
+/// `k="v",...` of a series (without braces), escaped.
+fn labels(keys: &[&str], values: &[String]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in keys.iter().zip(values).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+    }
+    out
+}
+
+/// Renders histograms in the text format: cumulative `_bucket` series with `le` (the last
+/// `+Inf`), `_sum` and `_count`.
+pub fn render_histograms(observations: &[HistogramObservation]) -> String {
+    let mut out = String::new();
+    for o in observations {
+        let name = histogram_name(o.spec);
+        let _ = writeln!(out, "# HELP {name} {}", o.spec.description);
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for p in &o.points {
+            let l = labels(o.spec.attributes, &p.attributes);
+            let sep = if l.is_empty() { "" } else { "," };
+            let mut cumulative = 0;
+            for (i, c) in p.bucket_counts.iter().enumerate() {
+                cumulative += c;
+                let le = o
+                    .spec
+                    .bounds
+                    .get(i)
+                    .map_or_else(|| "+Inf".to_owned(), f64::to_string);
+                let _ = writeln!(out, "{name}_bucket{{{l}{sep}le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{name}_sum{{{l}}} {}", p.sum);
+            let _ = writeln!(out, "{name}_count{{{l}}} {}", p.count);
+        }
+    }
+    out
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves. Every scrape reads the
 /// engine afresh.
 pub async fn serve(
@@ -98,10 +150,9 @@ pub async fn serve(
         get(move || {
             let m = Arc::clone(&metrics);
             async move {
-                (
-                    [(CONTENT_TYPE, CONTENT_TYPE_TEXT)],
-                    render(&m.observe_now()),
-                )
+                let mut body = render(&m.observe_now());
+                body.push_str(&render_histograms(&m.observe_histograms()));
+                ([(CONTENT_TYPE, CONTENT_TYPE_TEXT)], body)
             }
         }),
     );
@@ -130,6 +181,30 @@ mod tests {
         );
         assert_eq!(n("ulvs.conntrack.entries"), "ulvs_conntrack_entries");
         assert_eq!(n("ulvs.packet.drops"), "ulvs_packet_drops_total");
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let spec = &crate::registry::HISTOGRAMS[crate::registry::CONTROL_DURATION];
+        let mut p = crate::registry::HistogramPoint::new(spec, vec!["Apply".into(), "ok".into()]);
+        p.record(spec, 0.0002);
+        p.record(spec, 0.002);
+        let text = render_histograms(&[HistogramObservation {
+            spec,
+            points: vec![p],
+        }]);
+        let l = "method=\"Apply\",result=\"ok\"";
+        for want in [
+            "# TYPE ulvs_control_duration_seconds histogram".to_owned(),
+            format!("ulvs_control_duration_seconds_bucket{{{l},le=\"0.0005\"}} 1"),
+            format!("ulvs_control_duration_seconds_bucket{{{l},le=\"0.001\"}} 1"),
+            format!("ulvs_control_duration_seconds_bucket{{{l},le=\"0.0025\"}} 2"),
+            format!("ulvs_control_duration_seconds_bucket{{{l},le=\"+Inf\"}} 2"),
+            format!("ulvs_control_duration_seconds_sum{{{l}}} 0.0022"),
+            format!("ulvs_control_duration_seconds_count{{{l}}} 2"),
+        ] {
+            assert!(text.lines().any(|x| x == want), "{want}\n{text}");
+        }
     }
 
     #[test]

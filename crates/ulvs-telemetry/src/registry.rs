@@ -412,6 +412,85 @@ pub static INSTRUMENTS: &[InstrumentSpec] = &[
     },
 ];
 
+/// A histogram instrument: values the daemon records as they happen (nothing reads the
+/// engine), exported as an OpenTelemetry histogram and a Prometheus `histogram`.
+#[derive(Debug)]
+pub struct HistogramSpec {
+    /// OpenTelemetry name, e.g. `ulvs.control.duration`.
+    pub name: &'static str,
+    /// Unit (UCUM), e.g. `s`.
+    pub unit: &'static str,
+    /// One-line description.
+    pub description: &'static str,
+    /// The attribute keys every data point carries, in order.
+    pub attributes: &'static [&'static str],
+    /// Upper bounds of the buckets (inclusive), ascending; a last bucket takes the rest.
+    pub bounds: &'static [f64],
+}
+
+/// Every histogram ulvs exports.
+pub static HISTOGRAMS: &[HistogramSpec] = &[HistogramSpec {
+    name: "ulvs.control.duration",
+    unit: "s",
+    description: "Duration of control API requests, from the request to the end of its response \
+                  (the whole stream for ListConnections and Watch), by method and result.",
+    attributes: &["method", "result"],
+    bounds: &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ],
+}];
+
+/// Index of `ulvs.control.duration` in [`HISTOGRAMS`].
+pub const CONTROL_DURATION: usize = 0;
+
+/// The data of one histogram series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramPoint {
+    /// Attribute values, one per key of the instrument.
+    pub attributes: Vec<String>,
+    /// Values per bucket (not cumulative): one per bound, and the last for the rest.
+    pub bucket_counts: Vec<u64>,
+    /// Sum of the values.
+    pub sum: f64,
+    /// Number of values.
+    pub count: u64,
+}
+
+impl HistogramPoint {
+    /// An empty series of `spec`.
+    pub fn new(spec: &HistogramSpec, attributes: Vec<String>) -> Self {
+        HistogramPoint {
+            attributes,
+            bucket_counts: vec![0; spec.bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Adds `value` (its bucket is the first whose bound is at least `value`).
+    pub fn record(&mut self, spec: &HistogramSpec, value: f64) {
+        let i = spec
+            .bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(spec.bounds.len());
+        if let Some(c) = self.bucket_counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+}
+
+/// The series of one histogram at one collection.
+#[derive(Debug, Clone)]
+pub struct HistogramObservation {
+    /// The instrument.
+    pub spec: &'static HistogramSpec,
+    /// Its series.
+    pub points: Vec<HistogramPoint>,
+}
+
 /// The table-wide points of a snapshot, from an exhaustive destructuring of it.
 struct TablePoints {
     entries: Option<Point>,
@@ -475,8 +554,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn histogram_values_land_in_the_first_bucket_that_holds_them() {
+        let spec = &HISTOGRAMS[CONTROL_DURATION];
+        let mut p = HistogramPoint::new(spec, vec!["AddService".into(), "ok".into()]);
+        for v in [0.0001, 0.0005, 0.0006, 100.0] {
+            p.record(spec, v);
+        }
+        assert_eq!(p.count, 4);
+        assert_eq!(p.bucket_counts[0], 2, "at or under the first bound");
+        assert_eq!(p.bucket_counts[1], 1);
+        assert_eq!(p.bucket_counts[spec.bounds.len()], 1, "over the last bound");
+        assert!(spec.bounds.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
     fn names_are_unique_and_dotted_lowercase() {
         let mut seen = std::collections::HashSet::new();
+        for s in HISTOGRAMS {
+            assert!(seen.insert(s.name), "duplicate {}", s.name);
+        }
         for s in INSTRUMENTS {
             assert!(seen.insert(s.name), "duplicate {}", s.name);
             assert!(s.name.starts_with("ulvs."), "{}", s.name);

@@ -4,11 +4,13 @@
 //! read non-zero through [`Metrics`] in at least one of them.
 //!
 //! A new [`DropReason`] variant or a new instrument therefore needs a fixture here that makes
-//! the engine produce it; a counter nothing increments cannot be exported silently.
+//! the engine produce it; a counter nothing increments cannot be exported silently. The
+//! histograms ([`HISTOGRAMS`]) count as well: each series must have recorded a value.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use etherparse::PacketBuilder;
 use ulvs_engine::{
@@ -16,7 +18,7 @@ use ulvs_engine::{
     PacketBuf, Persistence, Protocol, SchedulerKind, ServiceConfig, ServiceKey, Timestamp,
     TunnelConfig, TunnelType, Verdict,
 };
-use ulvs_telemetry::registry::{INSTRUMENTS, REAL_SERVER_STATES};
+use ulvs_telemetry::registry::{HISTOGRAMS, INSTRUMENTS, REAL_SERVER_STATES};
 use ulvs_telemetry::{AppliedConfig, Metrics};
 
 const CLIENT: [u8; 4] = [198, 18, 0, 10];
@@ -120,6 +122,19 @@ type Seen = BTreeSet<(String, Vec<String>)>;
 const ENUMERATED: [&str; 4] = ["direction", "state", "reason", "result"];
 
 fn collect(metrics: &Metrics, seen: &mut Seen) {
+    for h in metrics.observe_histograms() {
+        for p in h.points.iter().filter(|p| p.count > 0) {
+            let enumerated = h
+                .spec
+                .attributes
+                .iter()
+                .zip(&p.attributes)
+                .filter(|(k, _)| ENUMERATED.contains(k))
+                .map(|(_, v)| v.clone())
+                .collect();
+            seen.insert((h.spec.name.to_owned(), enumerated));
+        }
+    }
     for o in metrics.observe_now().iter() {
         for p in o.points.iter().filter(|p| p.value > 0) {
             let enumerated = o
@@ -178,7 +193,9 @@ fn nat_fixture(seen: &mut Seen) {
     };
     let (e, metrics) = attach(&cfg, opts(1024));
     let ctl = Arc::clone(&metrics);
-    ctl.record_control("AddService", "ok");
+    // A finished control request: counted (ulvs.control.operations) and timed
+    // (ulvs.control.duration), as the daemon's request observer does.
+    ctl.record_request("AddService", tonic::Code::Ok, Duration::from_micros(300));
 
     e.estimate(Timestamp(0));
     // A connection to RS1 (which it overloads), answered and established: active.
@@ -447,6 +464,16 @@ fn every_declared_instrument_is_driven_by_the_engine() {
             None => vec![Vec::new()],
         };
         expected.insert(spec.name, combos);
+    }
+    for spec in HISTOGRAMS {
+        let result = spec.attributes.iter().filter(|k| ENUMERATED.contains(k));
+        let combo: Vec<String> = result
+            .map(|k| match *k {
+                "result" => "ok".to_owned(),
+                k => panic!("{}: no expected values for attribute {k}", spec.name),
+            })
+            .collect();
+        expected.insert(spec.name, vec![combo]);
     }
     let mut missing = Vec::new();
     for (name, combos) in &expected {

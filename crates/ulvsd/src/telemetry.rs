@@ -1,6 +1,6 @@
 //! The daemon's telemetry: the command-line flags' effect (logs, OTLP export, the Prometheus
 //! scrape endpoint) and the control-request observer (a span per request, child of the
-//! caller's `traceparent`; operations counted by method and result).
+//! caller's `traceparent`; operations counted and timed by method and final result).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tonic::codegen::http::HeaderMap;
 use ulvs_control::RequestObserver;
-use ulvs_telemetry::{Metrics, Telemetry, TelemetryConfig, result_label, server_span};
+use ulvs_telemetry::{Metrics, Telemetry, TelemetryConfig, server_span};
 
 /// Sets up logging and, with `otlp_endpoint`, OTLP export of metrics and traces. Must be
 /// called inside the daemon's tokio runtime.
@@ -64,7 +64,7 @@ impl RequestObserver for ControlTelemetry {
         server_span(method, headers)
     }
 
-    fn finish(&self, method: &str, code: tonic::Code, _elapsed: Duration) {
-        self.metrics.record_control(method, &result_label(code));
+    fn finish(&self, method: &str, code: tonic::Code, elapsed: Duration) {
+        self.metrics.record_request(method, code, elapsed);
     }
 }
