@@ -547,11 +547,13 @@ fn tunnel_error(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>, v6: bo
             && c.forward == ForwardMethod::Tunnel
             && f.method == ForwardMethod::Tunnel
             && c.reply.src == outer.dst)
-            .then(|| (crate::tunnel::overhead(&f.tunnel, outer.v6), path))
+            .then_some(path)
     });
-    let Some(Some((overhead, path))) = found else {
+    let Some(Some(path)) = found else {
         return Verdict::Pass;
     };
+    // What the encapsulation added to this very packet (GUE options included).
+    let overhead = outer.hl + tun_len;
     let (out_ty, out_code, out_info) = if pmtu {
         let reported = if v6 { info } else { info & 0xffff };
         let floor = if outer.v6 { 1280 } else { 68 };
