@@ -1,20 +1,29 @@
 //! The side-by-side benchmark (`cargo xtask bench`): one rig of namespaces, the same workloads
-//! through plain kernel forwarding, ulvs NAT and HAProxy `mode tcp`, medians of interleaved runs.
+//! through plain kernel forwarding, ulvs NAT, ulvs FULLNAT, ulvs direct routing and HAProxy
+//! `mode tcp`, medians of interleaved runs.
 //!
 //! ```text
 //!  client ns                 director ns                          real-server ns (three)
 //!  eth0 198.18.0.2/24 ---- cl0 198.18.0.1/24  (HAProxy binds here)
 //!  default via .0.1          br0 198.18.1.1/24 ---+-- rs1 ------- eth0 198.18.1.11/24
 //!                            ulvs0 (TUN, ulvsd)   +-- rs2 ------- eth0 198.18.1.12/24
-//!                            VIP 198.18.100.1     +-- rs3 ------- eth0 198.18.1.13/24
+//!                            ulvst0 (TAP on br0)  +-- rs3 ------- eth0 198.18.1.13/24
+//!                            VIPs 198.18.100.1-3                  lo: 198.18.100.3/32 (DR VIP)
+//!                            laddrs 198.18.2.1-4 (FULLNAT)        default via 198.18.1.1
 //! ```
 //!
 //! Every real server runs `iperf3 -s` (TCP/UDP 5201), nginx (8080, a 3-byte answer) and the
-//! bench's own idle-connection server (9000). The targets:
+//! bench's own idle-connection server (9000), on its own address and on the DR VIP. The targets:
 //! - kernel: the client talks to rs1 directly (on ports ulvs does not balance, so its replies are
 //!   not steered into the TUN); the director only routes (the ceiling of the path);
-//! - ulvs NAT: the VIP; iperf3 goes to rs1 only (its control and data connections must meet),
-//!   HTTP and idle connections are spread round-robin over the three servers;
+//! - ulvs NAT (VIP .100.1), FULLNAT (VIP .100.2, local addresses 198.18.2.1-4, set with
+//!   `ulvsadm -P ... -z` as in the FULLNAT tests) and DR (VIP .100.3, `-g`): one `ulvsd` with a
+//!   TUN and a TAP on the bridge (as [`crate::dr::DrRig`]); the client reaches every VIP through
+//!   the director's routes into the TUN, and DR frames leave through the TAP to the real
+//!   servers, which hold the DR VIP on `lo` ([`crate::dr::hold_vip_on_lo`]) and answer the
+//!   client through the director's plain kernel forwarding. iperf3 goes to rs1 only (its
+//!   control and data connections must meet), HTTP and idle connections are spread round-robin
+//!   over the three servers;
 //! - HAProxy `mode tcp` in the director, bound to 198.18.0.1, with the same backends (no UDP).
 //!
 //! Workloads, each bounded in time or count: one TCP stream and four streams (iperf3), short
@@ -40,6 +49,17 @@ const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const DIRECTOR_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const DIRECTOR_RS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+const FULLNAT_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
+const DR_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 3);
+/// FULLNAT local addresses: on no link; ulvsd routes them into its TUN and the real servers
+/// reach them through their default route. Four of them, so the short-connection workload does
+/// not reuse a local port towards a server that still holds it in TIME_WAIT.
+const LADDRS: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(198, 18, 2, 1),
+    Ipv4Addr::new(198, 18, 2, 2),
+    Ipv4Addr::new(198, 18, 2, 3),
+    Ipv4Addr::new(198, 18, 2, 4),
+];
 const IPERF_PORT: u16 = 5201;
 const HTTP_PORT: u16 = 8080;
 const IDLE_PORT: u16 = 9000;
@@ -68,6 +88,10 @@ pub struct BenchOptions {
     pub udp_pps: u64,
     /// Extra arguments for ulvsd (for example `--queues 2`).
     pub ulvsd_args: Vec<String>,
+    /// Workloads to run (all when empty).
+    pub workloads: Vec<Workload>,
+    /// Targets to measure (all when empty).
+    pub targets: Vec<Target>,
 }
 
 /// Which path a measurement goes through.
@@ -77,19 +101,52 @@ pub enum Target {
     Kernel,
     /// ulvs NAT.
     UlvsNat,
+    /// ulvs FULLNAT (source rewritten to a local address).
+    UlvsFullnat,
+    /// ulvs direct routing (frames to the real servers through the TAP).
+    UlvsDr,
     /// HAProxy `mode tcp` in the director.
     Haproxy,
 }
 
 impl Target {
-    const ALL: [Target; 3] = [Target::Kernel, Target::UlvsNat, Target::Haproxy];
+    const ALL: [Target; 5] = [
+        Target::Kernel,
+        Target::UlvsNat,
+        Target::UlvsFullnat,
+        Target::UlvsDr,
+        Target::Haproxy,
+    ];
+    const ULVS: [Target; 3] = [Target::UlvsNat, Target::UlvsFullnat, Target::UlvsDr];
 
     fn name(self) -> &'static str {
         match self {
             Target::Kernel => "kernel",
             Target::UlvsNat => "ulvs NAT",
+            Target::UlvsFullnat => "ulvs FULLNAT",
+            Target::UlvsDr => "ulvs DR",
             Target::Haproxy => "HAProxy",
         }
+    }
+
+    /// The short name of `--target`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Target::Kernel => "kernel",
+            Target::UlvsNat => "nat",
+            Target::UlvsFullnat => "fullnat",
+            Target::UlvsDr => "dr",
+            Target::Haproxy => "haproxy",
+        }
+    }
+
+    /// The target of a short name (`kernel`, `nat`, `fullnat`, `dr`, `haproxy`).
+    pub fn from_key(key: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.key() == key)
+    }
+
+    fn is_ulvs(self) -> bool {
+        Target::ULVS.contains(&self)
     }
 
     /// Where the client connects for `port` (a real-server port). The kernel target uses the
@@ -101,6 +158,8 @@ impl Target {
         match self {
             Target::Kernel => SocketAddr::from((server_addr(1), port + 1)),
             Target::UlvsNat => SocketAddr::from((VIP, port)),
+            Target::UlvsFullnat => SocketAddr::from((FULLNAT_VIP, port)),
+            Target::UlvsDr => SocketAddr::from((DR_VIP, port)),
             Target::Haproxy => SocketAddr::from((DIRECTOR_CLIENT_ADDR, port)),
         }
     }
@@ -130,6 +189,22 @@ impl Workload {
         Workload::Idle,
     ];
 
+    /// The short name of `--workload`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Workload::Tcp1 => "tcp1",
+            Workload::Tcp4 => "tcp4",
+            Workload::ShortConns => "short",
+            Workload::Udp64 => "udp64",
+            Workload::Idle => "idle",
+        }
+    }
+
+    /// The workload of a short name (`tcp1`, `tcp4`, `short`, `udp64`, `idle`).
+    pub fn from_key(key: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.key() == key)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Workload::Tcp1 => "1 TCP stream (Gb/s)",
@@ -147,7 +222,7 @@ struct Sample {
     value: f64,
     /// Extra facts (latency percentiles, loss, errors).
     note: String,
-    /// ulvsd CPU seconds during the workload (ulvs target only).
+    /// ulvsd CPU seconds during the workload (ulvs targets only).
     ulvsd_cpu: Option<f64>,
 }
 
@@ -188,6 +263,9 @@ impl BenchRig {
         director.add_bridge("br0")?;
         director.add_addr("br0", DIRECTOR_RS_ADDR, 24)?;
         director.sysctl("net/ipv4/ip_forward", "1")?;
+        // DR replies come from the DR VIP (routed into the TUN) over br0: no reverse-path check.
+        director.sysctl("net/ipv4/conf/all/rp_filter", "0")?;
+        director.sysctl("net/ipv4/conf/br0/rp_filter", "0")?;
         let mut servers = Vec::new();
         for i in 1..=SERVERS {
             let name = format!("brs{i}");
@@ -197,6 +275,7 @@ impl BenchRig {
             ns.add_addr("eth0", server_addr(i), 24)?;
             ns.default_route(DIRECTOR_RS_ADDR)?;
             ns.sysctl("net/core/somaxconn", "8192")?;
+            crate::dr::hold_vip_on_lo(&ns, "eth0", DR_VIP)?;
             servers.push(ns);
         }
         let mut rig = BenchRig {
@@ -219,13 +298,17 @@ impl BenchRig {
         for (i, ns) in self.servers.iter().enumerate() {
             let n = i + 1;
             let addr = server_addr(n as u8);
-            // rs1 also serves the kernel target on the ports above the balanced ones.
+            // rs1 also serves the kernel target on the ports above the balanced ones; every
+            // server also listens on the DR VIP (its `lo`) at the balanced ports.
             let extra = if n == 1 { 2 } else { 1 };
-            for k in 0..extra {
-                let port = IPERF_PORT + k;
+            let mut iperf_at = (0..extra)
+                .map(|k| (addr, IPERF_PORT + k))
+                .collect::<Vec<_>>();
+            iperf_at.push((DR_VIP, IPERF_PORT));
+            for (a, port) in iperf_at {
                 let mut iperf = ns.command("iperf3");
-                iperf.args(["-s", "-p", &port.to_string(), "-B", &addr.to_string()]);
-                let label = format!("iperf3-rs{n}-{port}");
+                iperf.args(["-s", "-p", &port.to_string(), "-B", &a.to_string()]);
+                let label = format!("iperf3-rs{n}-{a}-{port}");
                 self.procs
                     .push(Spawned::start(&label, iperf, self.dir.path())?);
             }
@@ -245,24 +328,32 @@ impl BenchRig {
                 nginx,
                 self.dir.path(),
             )?);
-            for k in 0..extra {
-                let port = IDLE_PORT + k;
+            let mut idle_at = (0..extra)
+                .map(|k| (addr, IDLE_PORT + k))
+                .collect::<Vec<_>>();
+            idle_at.push((DR_VIP, IDLE_PORT));
+            for (a, port) in idle_at {
                 let mut idle = ns.command(&self.opts.self_exe);
-                idle.args(["idle-server", "--listen", &format!("{addr}:{port}")]);
-                let label = format!("idle-rs{n}-{port}");
+                idle.args(["idle-server", "--listen", &format!("{a}:{port}")]);
+                let label = format!("idle-rs{n}-{a}-{port}");
                 let mut p = Spawned::start(&label, idle, self.dir.path())?;
                 p.wait_for_output("listening", READY)?;
                 self.procs.push(p);
             }
         }
+        // The DR VIP is local to each server: check its listeners from inside.
         for n in 1..=SERVERS {
-            for port in [IPERF_PORT, HTTP_PORT, HTTP_PORT + 1] {
-                let a = SocketAddr::from((server_addr(n), port));
-                wait_until(&format!("{a} to listen"), READY, || {
+            let rs = &self.servers[usize::from(n) - 1];
+            let checks = [IPERF_PORT, HTTP_PORT, HTTP_PORT + 1]
+                .map(|p| (&self.client, SocketAddr::from((server_addr(n), p))))
+                .into_iter()
+                .chain([IPERF_PORT, HTTP_PORT].map(|p| (rs, SocketAddr::from((DR_VIP, p)))));
+            for (ns, a) in checks {
+                wait_until(&format!("{a} to listen in {}", ns.name()), READY, || {
                     for p in &mut self.procs {
                         p.check_running()?;
                     }
-                    self.client.run(move || {
+                    ns.run(move || {
                         TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
                     })
                 })?;
@@ -291,6 +382,8 @@ impl BenchRig {
         cmd.arg("--socket")
             .arg(&sock)
             .args(["--configure-sysctls", "--log-level", "warn"])
+            .args(["--tap", crate::dr::TAP_NAME, "--bridge", "br0"])
+            .args(["--arp-source", &DIRECTOR_RS_ADDR.to_string()])
             .args(&self.opts.ulvsd_args);
         let mut p = Spawned::start("ulvsd", cmd, self.dir.path())?;
         wait_until("ulvsd's control socket", READY, || {
@@ -299,24 +392,56 @@ impl BenchRig {
         })
         .with_context(|| p.logs())?;
         self.ulvsd = Some(p);
-        let vip = |port: u16| format!("{VIP}:{port}");
-        let rs = |n: u8, port: u16| format!("{}:{port}", server_addr(n));
-        self.ulvsadm(&["-A", "-t", &vip(IPERF_PORT), "-s", "rr"])?;
-        self.ulvsadm(&["-a", "-t", &vip(IPERF_PORT), "-r", &rs(1, IPERF_PORT), "-m"])?;
-        self.ulvsadm(&["-A", "-u", &vip(IPERF_PORT), "-s", "rr"])?;
-        self.ulvsadm(&["-a", "-u", &vip(IPERF_PORT), "-r", &rs(1, IPERF_PORT), "-m"])?;
-        for port in [HTTP_PORT, IDLE_PORT] {
-            self.ulvsadm(&["-A", "-t", &vip(port), "-s", "rr"])?;
-            for n in 1..=SERVERS {
-                self.ulvsadm(&["-a", "-t", &vip(port), "-r", &rs(n, port), "-m"])?;
+        for t in Target::ULVS {
+            self.configure(t)?;
+        }
+        for t in Target::ULVS {
+            // The first DR packets wait for ARP; the probes repeat until the VIP answers.
+            let a = t.addr(HTTP_PORT);
+            wait_until(&format!("{} to answer at {a}", t.name()), READY, || {
+                self.client
+                    .run(move || TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+            })
+            .with_context(|| self.ulvsd.as_ref().map(|p| p.logs()).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+
+    /// Configures the services of one ulvs target: iperf3 (TCP and UDP) to rs1, HTTP and idle
+    /// connections round-robin over every server.
+    fn configure(&self, t: Target) -> Result<()> {
+        let (method, port_mapped) = match t {
+            Target::UlvsNat => ("-m", true),
+            Target::UlvsFullnat => ("--fullnat", true),
+            Target::UlvsDr => ("-g", false),
+            Target::Kernel | Target::Haproxy => bail!("{} is not a ulvs target", t.name()),
+        };
+        let rs = |n: u8, port: u16| {
+            if port_mapped {
+                format!("{}:{port}", server_addr(n))
+            } else {
+                server_addr(n).to_string()
+            }
+        };
+        let services = [
+            ("-t", IPERF_PORT, 1),
+            ("-u", IPERF_PORT, 1),
+            ("-t", HTTP_PORT, SERVERS),
+            ("-t", IDLE_PORT, SERVERS),
+        ];
+        for (proto, port, servers) in services {
+            let vip = t.addr(port).to_string();
+            self.ulvsadm(&["-A", proto, &vip, "-s", "rr"])?;
+            if t == Target::UlvsFullnat {
+                for l in LADDRS {
+                    self.ulvsadm(&["-P", proto, &vip, "-z", &l.to_string()])?;
+                }
+            }
+            for n in 1..=servers {
+                self.ulvsadm(&["-a", proto, &vip, "-r", &rs(n, port), method])?;
             }
         }
-        let a = Target::UlvsNat.addr(HTTP_PORT);
-        wait_until("the VIP to answer", READY, || {
-            self.client
-                .run(move || TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
-        })
-        .with_context(|| self.ulvsd.as_ref().map(|p| p.logs()).unwrap_or_default())
+        Ok(())
     }
 
     /// (Re)starts HAProxy.
@@ -348,17 +473,42 @@ impl BenchRig {
     /// report.
     pub fn run_all(&mut self) -> Result<Report> {
         let mut samples: BTreeMap<(Workload, Target), Vec<Sample>> = BTreeMap::new();
+        let mut failures = Vec::new();
+        let pick = |want: &[Target]| -> Vec<Target> {
+            Target::ALL
+                .into_iter()
+                .filter(|t| want.is_empty() || want.contains(t))
+                .collect()
+        };
+        let targets = pick(&self.opts.targets);
+        let workloads: Vec<Workload> = Workload::ALL
+            .into_iter()
+            .filter(|w| self.opts.workloads.is_empty() || self.opts.workloads.contains(w))
+            .collect();
         for run in 0..self.opts.runs {
-            for w in Workload::ALL {
-                for k in 0..Target::ALL.len() {
+            for &w in &workloads {
+                for k in 0..targets.len() {
                     // Rotate the order per run, so no target always goes first.
-                    let t = Target::ALL[(k + run) % Target::ALL.len()];
-                    let s = self.measure(w, t).with_context(|| {
-                        format!("run {} of {} through {}", run + 1, w.name(), t.name())
-                    })?;
+                    let t = targets[(k + run) % targets.len()];
+                    let what = format!("run {} of {} through {}", run + 1, w.name(), t.name());
+                    // One retry: a run that fails twice is reported, not fatal.
+                    let s = match self.measure(w, t) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("{what} failed, retrying: {e:#}");
+                            match self.measure(w, t) {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    eprintln!("{what} failed again: {e:#}");
+                                    failures.push(format!("{what}: {e:#}"));
+                                    None
+                                }
+                            }
+                        }
+                    };
                     if let Some(s) = s {
                         eprintln!(
-                            "run {}: {:<22} {:<9} {:>10.3} {}",
+                            "run {}: {:<22} {:<12} {:>10.3} {}",
                             run + 1,
                             w.name(),
                             t.name(),
@@ -375,6 +525,7 @@ impl BenchRig {
             .and_then(|p| proc_status_kb(p, "VmHWM:"))
             .unwrap_or(0);
         Ok(Report {
+            failures,
             samples,
             peak_rss_kb,
             idle_conns: self.opts.idle_conns,
@@ -396,7 +547,7 @@ impl BenchRig {
             Workload::Udp64 => self.iperf_udp(t)?,
             Workload::Idle => unreachable!("handled above"),
         };
-        if t == Target::UlvsNat {
+        if t.is_ulvs() {
             let cpu1 = self.ulvsd_pid().and_then(cpu_seconds);
             s.ulvsd_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
         }
@@ -415,6 +566,8 @@ impl BenchRig {
             "-P",
             &streams.to_string(),
             "-J",
+            "--connect-timeout",
+            "5000",
         ]))?;
         let bps = json_number(&out, &["end", "sum_received", "bits_per_second"])
             .context("iperf3 JSON has no end.sum_received.bits_per_second")?;
@@ -429,6 +582,7 @@ impl BenchRig {
     fn iperf_udp(&self, t: Target) -> Result<Sample> {
         let a = t.addr(IPERF_PORT);
         let bits = self.opts.udp_pps * 64 * 8;
+        let before = self.udp_drops();
         let out = run_cmd(self.client.command("iperf3").args([
             "-c",
             &a.ip().to_string(),
@@ -442,20 +596,52 @@ impl BenchRig {
             "-t",
             &self.opts.seconds.to_string(),
             "-J",
+            "--connect-timeout",
+            "5000",
         ]))?;
         let packets =
             json_number(&out, &["end", "sum", "packets"]).context("no end.sum.packets")?;
         let lost = json_number(&out, &["end", "sum", "lost_packets"]).unwrap_or(0.0);
         let secs = json_number(&out, &["end", "sum", "seconds"]).unwrap_or(1.0);
+        let after = self.udp_drops();
+        let (rcvbuf, tun) = (
+            after.0.saturating_sub(before.0),
+            after.1.saturating_sub(before.1),
+        );
         Ok(Sample {
             value: (packets - lost) / secs / 1e3,
             note: format!(
-                "sent {:.0} kpps, loss {:.1}%",
+                "sent {:.0} kpps, loss {:.1}% (dropped: {rcvbuf} by rs1's socket buffer, \
+                 {tun} in the TUN queue)",
                 packets / secs / 1e3,
                 100.0 * lost / packets.max(1.0)
             ),
             ulvsd_cpu: None,
         })
+    }
+
+    /// Where 64-byte UDP is lost: datagrams rs1's sockets dropped for a full receive buffer
+    /// (`Udp: RcvbufErrors`), and packets the TUN device dropped because ulvsd did not read
+    /// them fast enough (its `tx_dropped`). Zeros where a counter cannot be read.
+    fn udp_drops(&self) -> (u64, u64) {
+        let rcvbuf = run_cmd(self.servers[0].command("cat").arg("/proc/net/snmp"))
+            .ok()
+            .and_then(|snmp| snmp_field(&snmp, "Udp:", "RcvbufErrors"))
+            .unwrap_or(0);
+        let tun = self
+            .director
+            .ip(&["-s", "-j", "link", "show", "dev", "ulvs0"])
+            .ok()
+            .and_then(|j| {
+                let v: serde_json::Value = serde_json::from_str(&j).ok()?;
+                v.get(0)?
+                    .get("stats64")?
+                    .get("tx")?
+                    .get("dropped")?
+                    .as_u64()
+            })
+            .unwrap_or(0);
+        (rcvbuf, tun)
     }
 
     fn wrk(&self, t: Target) -> Result<Sample> {
@@ -478,7 +664,7 @@ impl BenchRig {
     /// and reports the balancer's resident memory gain.
     fn idle(&mut self, t: Target) -> Result<Sample> {
         let pid = match t {
-            Target::UlvsNat => {
+            Target::UlvsNat | Target::UlvsFullnat | Target::UlvsDr => {
                 self.start_ulvsd()?;
                 self.ulvsd_pid()
             }
@@ -578,6 +764,7 @@ fn nginx_conf(dir: &Path, n: usize, addr: Ipv4Addr) -> String {
            scgi_temp_path {d}/nginx-rs{n}-scgi;\n\
            server {{ listen {addr}:{HTTP_PORT} backlog=4096 reuseport; \
                      listen {addr}:{kernel_port} backlog=4096 reuseport; \
+                     listen {DR_VIP}:{HTTP_PORT} backlog=4096 reuseport; \
                      location / {{ return 200 \"ok\\n\"; }} }}\n\
          }}\n",
         kernel_port = HTTP_PORT + 1
@@ -603,6 +790,16 @@ fn haproxy_conf() -> String {
         servers(HTTP_PORT),
         servers(IDLE_PORT)
     )
+}
+
+/// A counter of `/proc/net/snmp` (a header line and a value line per protocol, both starting
+/// with `proto`).
+fn snmp_field(snmp: &str, proto: &str, field: &str) -> Option<u64> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with(proto));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names.split_whitespace().position(|n| n == field)?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 /// Reads a number from iperf3's JSON output by key path.
@@ -675,6 +872,8 @@ fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
 /// Medians and ratios of a finished bench.
 #[derive(Debug)]
 pub struct Report {
+    /// Runs that failed twice.
+    failures: Vec<String>,
     samples: BTreeMap<(Workload, Target), Vec<Sample>>,
     peak_rss_kb: u64,
     idle_conns: usize,
@@ -700,59 +899,102 @@ impl Report {
         Some(v[v.len() / 2].note.clone())
     }
 
-    /// The results as a Markdown table plus notes.
+    /// Smallest and largest value of the runs.
+    fn spread(&self, w: Workload, t: Target) -> Option<(f64, f64)> {
+        let v = self.samples.get(&(w, t))?;
+        let lo = v.iter().map(|s| s.value).fold(f64::INFINITY, f64::min);
+        let hi = v.iter().map(|s| s.value).fold(f64::NEG_INFINITY, f64::max);
+        (!v.is_empty()).then_some((lo, hi))
+    }
+
+    /// Median ulvsd CPU seconds of a ulvs target's runs of a workload.
+    fn cpu(&self, w: Workload, t: Target) -> Option<f64> {
+        median(
+            self.samples
+                .get(&(w, t))?
+                .iter()
+                .filter_map(|s| s.ulvsd_cpu)
+                .collect(),
+        )
+    }
+
+    /// The results as Markdown tables plus notes: medians with the ratio to kernel forwarding,
+    /// ratios to HAProxy, the spread of the runs, and ulvsd's CPU time.
     pub fn markdown(&self) -> String {
-        let f = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-            _ => "n/a".to_owned(),
+            _ => "-".to_owned(),
         };
-        let mut out = String::new();
-        out.push_str(
-            "| workload | kernel | ulvs NAT | HAProxy | ulvs / kernel | HAProxy / kernel | ulvs / HAProxy | ulvsd CPU s |\n\
-             |---|---|---|---|---|---|---|---|\n",
-        );
+        let row = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+        let header = |first: &str, targets: &[Target]| {
+            let mut h = row(std::iter::once(first.to_owned())
+                .chain(targets.iter().map(|t| t.name().to_owned()))
+                .collect());
+            h.push_str(&row(vec!["---".to_owned(); targets.len() + 1]));
+            h
+        };
+        let mut out = String::from("Medians (ratio to kernel forwarding in brackets):\n\n");
+        out.push_str(&header("workload", &Target::ALL));
         for w in Workload::ALL {
-            let (k, u, h) = (
-                self.median(w, Target::Kernel),
-                self.median(w, Target::UlvsNat),
-                self.median(w, Target::Haproxy),
-            );
-            let cpu = median(
-                self.samples
-                    .get(&(w, Target::UlvsNat))
-                    .map(|v| v.iter().filter_map(|s| s.ulvsd_cpu).collect())
-                    .unwrap_or_default(),
-            );
-            if w == Workload::Idle {
-                out.push_str(&format!(
-                    "| {} (ulvs {} conns) | - | {} | {} | - | - | {} | - |\n",
+            let kernel = self.median(w, Target::Kernel);
+            let mut cells = vec![if w == Workload::Idle {
+                format!(
+                    "{} ({} conns; HAProxy {})",
                     w.name(),
                     self.idle_conns,
-                    f(u),
-                    f(h),
-                    ratio(u, h),
-                ));
+                    HAPROXY_IDLE.min(self.idle_conns)
+                )
+            } else {
+                w.name().to_owned()
+            }];
+            for t in Target::ALL {
+                let m = self.median(w, t);
+                cells.push(match (m, t) {
+                    (None, _) => "-".to_owned(),
+                    (Some(m), Target::Kernel) => format!("{m:.2}"),
+                    (Some(m), _) if w == Workload::Idle => format!("{m:.2}"),
+                    (Some(m), _) => format!("{m:.2} ({})", ratio(Some(m), kernel)),
+                });
+            }
+            out.push_str(&row(cells));
+        }
+        out.push_str("\nulvs / HAProxy (for idle connections: memory, lower is better):\n\n");
+        out.push_str(&header("workload", &Target::ULVS));
+        for w in Workload::ALL {
+            let h = self.median(w, Target::Haproxy);
+            let mut cells = vec![w.name().to_owned()];
+            cells.extend(Target::ULVS.map(|t| ratio(self.median(w, t), h)));
+            out.push_str(&row(cells));
+        }
+        out.push_str("\nSpread of the runs (min - max):\n\n");
+        out.push_str(&header("workload", &Target::ALL));
+        for w in Workload::ALL {
+            let mut cells = vec![w.name().to_owned()];
+            cells.extend(Target::ALL.map(|t| {
+                self.spread(w, t)
+                    .map_or("-".to_owned(), |(lo, hi)| format!("{lo:.2} - {hi:.2}"))
+            }));
+            out.push_str(&row(cells));
+        }
+        out.push_str("\nulvsd CPU seconds during the workload (median):\n\n");
+        out.push_str(&header("workload", &Target::ULVS));
+        for w in Workload::ALL {
+            if w == Workload::Idle {
                 continue;
             }
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                w.name(),
-                f(k),
-                f(u),
-                f(h),
-                ratio(u, k),
-                ratio(h, k),
-                ratio(u, h),
-                f(cpu)
-            ));
+            let mut cells = vec![w.name().to_owned()];
+            cells.extend(
+                Target::ULVS.map(|t| self.cpu(w, t).map_or("-".to_owned(), |c| format!("{c:.2}"))),
+            );
+            out.push_str(&row(cells));
         }
-        out.push_str("| ulvs FULLNAT | not available yet | | | | | | |\n");
-        out.push_str("| ulvs DR / tunnel | not in this rig yet (needs the L2 rig) | | | | | | |\n");
         out.push_str(&format!(
             "\nulvsd peak RSS (VmHWM of the last instance): {:.1} MB\n",
             self.peak_rss_kb as f64 / 1024.0
         ));
+        for f in &self.failures {
+            out.push_str(&format!("\nFailed (twice): {f}\n"));
+        }
         out.push_str("\nMedian runs' details:\n");
         for w in Workload::ALL {
             for t in Target::ALL {
@@ -907,6 +1149,18 @@ mod tests {
         assert!(s.note.contains("p99 2010.00 ms"), "{}", s.note);
         assert!(s.note.contains("timeout 12"), "{}", s.note);
         assert!(parse_wrk("nothing").is_err());
+    }
+
+    #[test]
+    fn snmp_counters_are_found_by_name() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    Udp: 100 2 7 50 5 0\nUdpLite: InDatagrams RcvbufErrors\nUdpLite: 0 9\n";
+        assert_eq!(snmp_field(snmp, "Udp:", "RcvbufErrors"), Some(5));
+        assert_eq!(snmp_field(snmp, "Udp:", "InErrors"), Some(7));
+        assert_eq!(snmp_field(snmp, "UdpLite:", "RcvbufErrors"), Some(9));
+        assert_eq!(snmp_field(snmp, "Udp:", "Nothing"), None);
+        assert_eq!(snmp_field(snmp, "Tcp:", "InSegs"), None);
     }
 
     #[test]

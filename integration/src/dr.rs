@@ -315,3 +315,22 @@ pub fn tcp_bulk(
     ensure!(got == data, "{name} echoed different bytes");
     Ok((name, peer, got.len()))
 }
+
+/// Makes `ns` a direct-routing real server for `vip`, as [`DrRig`] sets up its own: `lo` up
+/// with `vip/32` on it, and `arp_ignore=1`, `arp_announce=2` (the server neither answers nor
+/// announces the VIP on its LAN), `rp_filter` off on `all` and `lan_dev`. Used by the bench
+/// rig, whose real servers serve NAT, FULLNAT and DR services at once.
+pub fn hold_vip_on_lo(ns: &Netns, lan_dev: &str, vip: Ipv4Addr) -> Result<()> {
+    ns.link_up("lo")?;
+    ns.add_addr("lo", vip, 32)?;
+    let lan_rp = format!("net/ipv4/conf/{lan_dev}/rp_filter");
+    for (k, v) in [
+        ("net/ipv4/conf/all/arp_ignore", "1"),
+        ("net/ipv4/conf/all/arp_announce", "2"),
+        ("net/ipv4/conf/all/rp_filter", "0"),
+        (lan_rp.as_str(), "0"),
+    ] {
+        ns.sysctl(k, v)?;
+    }
+    Ok(())
+}

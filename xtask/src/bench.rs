@@ -11,8 +11,9 @@ use crate::ci::{cargo, step, workspace_root};
 
 /// Runs the bench; `args` are passed to `ulvs-bench run` (for example `--runs 1`).
 pub fn run(args: &[OsString]) -> Result<()> {
+    // `--bin` filters every selected package, so each binary is named.
     step(
-        "cargo build --release -p ulvsd -p ulvsadm -p integration --bin ulvs-bench",
+        "cargo build --release --bin ulvsd --bin ulvsadm --bin ulvs-bench",
         cargo().args([
             "build",
             "--release",
@@ -22,6 +23,10 @@ pub fn run(args: &[OsString]) -> Result<()> {
             "ulvsadm",
             "-p",
             "integration",
+            "--bin",
+            "ulvsd",
+            "--bin",
+            "ulvsadm",
             "--bin",
             "ulvs-bench",
         ]),

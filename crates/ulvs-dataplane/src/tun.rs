@@ -138,12 +138,19 @@ impl Offloads {
 pub struct TunQueue {
     fd: OwnedFd,
     vnet_hdr: bool,
+    uso: bool,
 }
 
 impl TunQueue {
     /// Whether every packet read or written carries a [`crate::vnet::VnetHdr`] in front.
     pub fn has_vnet_hdr(&self) -> bool {
         self.vnet_hdr
+    }
+
+    /// Whether USO super-packets (`VIRTIO_NET_HDR_GSO_UDP_L4`) may be written to this queue:
+    /// the kernel accepted `TUN_F_USO4` (6.2 and later), so it knows the GSO type.
+    pub fn can_write_uso(&self) -> bool {
+        self.vnet_hdr && self.uso
     }
 
     /// Reads one packet into `buf`. `Err(WouldBlock)` when the queue is empty.
@@ -265,6 +272,7 @@ impl TunDevice {
             queues.push(TunQueue {
                 fd,
                 vnet_hdr: cfg.offload,
+                uso: false,
             });
         }
         let offloads = if cfg.offload {
@@ -275,6 +283,10 @@ impl TunDevice {
         } else {
             Offloads::default()
         };
+        let uso = offloads.flags & libc::TUN_F_USO4 != 0;
+        for q in &mut queues {
+            q.uso = uso;
+        }
         let sock = control_socket().map_err(io_err("socket(AF_INET)"))?;
         let mut req = IfReq::new(&cfg.name);
         req.data.value = cfg.mtu as libc::c_int;
@@ -337,6 +349,7 @@ impl TunDevice {
                     .map(|fd| TunQueue {
                         fd,
                         vnet_hdr: q.vnet_hdr,
+                        uso: q.uso,
                     })
                     .map_err(|source| TunError::Io {
                         operation: "duplicate queue descriptor",

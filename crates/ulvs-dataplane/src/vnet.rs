@@ -134,6 +134,169 @@ impl VnetHdr {
     }
 }
 
+/// Most datagrams merged into one USO super-packet (the kernel refuses more than 128).
+pub const MAX_USO_SEGMENTS: usize = 64;
+/// Largest super-packet (the IPv4 total length field).
+const MAX_SUPER: usize = 65_535;
+/// IPv4 header without options plus the UDP header.
+const V4_UDP_HDRS: usize = 28;
+
+/// What [`UdpCoalescer::offer`] did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Appended to the pending super-packet (or started one).
+    Taken,
+    /// It could be merged, but not with the pending packets: flush, then offer it again.
+    FlushFirst,
+    /// Not a datagram that can be merged: flush, then write it on its own.
+    Refused,
+}
+
+/// Merges consecutive UDP datagrams of one flow into one USO super-packet
+/// (`VIRTIO_NET_HDR_GSO_UDP_L4`), so a worker writes a burst of small datagrams to the TUN with
+/// one `write` and the kernel forwards one packet instead of each (it segments it again where
+/// the output needs it, at the latest in the receiving socket). This is what wireguard-go and
+/// tailscale do for their TUN writes.
+///
+/// Only IPv4 datagrams without options or fragmentation, with a `virtio_net_hdr` that is not
+/// GSO and whose checksum is partial (`NEEDS_CSUM`) or already verified (`DATA_VALID`), are
+/// merged: the super-packet's checksum becomes partial, so a datagram with a checksum nobody
+/// verified must not be folded in. Datagrams merge when their IP and UDP headers agree (addresses,
+/// ports, TOS, TTL, DF) and their payload is as long as the first one's; a shorter one ends the
+/// super-packet (it becomes the last segment). The segments of a super-packet get the first
+/// datagram's IP id plus their index, as the kernel's own segmentation does.
+///
+/// The buffer is allocated once; [`UdpCoalescer::offer`] and [`UdpCoalescer::flush`] only copy
+/// bytes.
+#[derive(Debug)]
+pub struct UdpCoalescer {
+    /// [`VNET_HDR_LEN`] bytes of header space, then the super-packet.
+    buf: Box<[u8]>,
+    /// Bytes of packet in `buf` after the header space (0: nothing pending).
+    len: usize,
+    segs: usize,
+    seg_payload: usize,
+    /// The last segment was shorter than `seg_payload`: nothing more can follow.
+    closed: bool,
+    /// The header of the first datagram (written unchanged when it stays alone).
+    first: VnetHdr,
+}
+
+impl Default for UdpCoalescer {
+    fn default() -> Self {
+        UdpCoalescer {
+            buf: vec![0u8; VNET_HDR_LEN + MAX_SUPER].into_boxed_slice(),
+            len: 0,
+            segs: 0,
+            seg_payload: 0,
+            closed: false,
+            first: VnetHdr::default(),
+        }
+    }
+}
+
+/// The UDP payload length of `pkt` if it is a datagram [`UdpCoalescer`] may merge.
+fn mergeable_payload(pkt: &[u8], hdr: &VnetHdr) -> Option<usize> {
+    if hdr.gso_type != GSO_NONE || hdr.flags & (F_NEEDS_CSUM | F_DATA_VALID) == 0 {
+        return None;
+    }
+    if hdr.needs_csum() && (hdr.csum_start != 20 || hdr.csum_offset != 6) {
+        return None;
+    }
+    if pkt.len() <= V4_UDP_HDRS || pkt[0] != 0x45 || pkt[9] != 17 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+    let frag = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff; // MF and offset
+    let udp_len = usize::from(u16::from_be_bytes([pkt[24], pkt[25]]));
+    (total == pkt.len() && frag == 0 && udp_len == total - 20).then_some(total - V4_UDP_HDRS)
+}
+
+impl UdpCoalescer {
+    /// Whether a super-packet is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Datagrams in the pending super-packet.
+    pub fn segments(&self) -> usize {
+        self.segs
+    }
+
+    /// Offers one packet (without its `virtio_net_hdr`, which is `hdr`) for merging.
+    pub fn offer(&mut self, pkt: &[u8], hdr: VnetHdr) -> Offer {
+        let Some(payload) = mergeable_payload(pkt, &hdr) else {
+            return Offer::Refused;
+        };
+        let at = VNET_HDR_LEN;
+        if self.len == 0 {
+            self.buf[at..at + pkt.len()].copy_from_slice(pkt);
+            self.len = pkt.len();
+            self.segs = 1;
+            self.seg_payload = payload;
+            self.closed = false;
+            self.first = hdr;
+            return Offer::Taken;
+        }
+        let cur = &self.buf[at..at + V4_UDP_HDRS];
+        let same_flow = cur[1] == pkt[1]
+            && cur[6] & 0x40 == pkt[6] & 0x40
+            && cur[8] == pkt[8]
+            && cur[12..24] == pkt[12..24];
+        if !same_flow
+            || self.closed
+            || payload > self.seg_payload
+            || self.segs >= MAX_USO_SEGMENTS
+            || self.len + payload > MAX_SUPER
+        {
+            return Offer::FlushFirst;
+        }
+        self.buf[at + self.len..at + self.len + payload].copy_from_slice(&pkt[V4_UDP_HDRS..]);
+        self.len += payload;
+        self.segs += 1;
+        self.closed = payload < self.seg_payload;
+        Offer::Taken
+    }
+
+    /// Hands the pending packet, `virtio_net_hdr` in front, to `write` (a lone datagram as it
+    /// came, several as one USO super-packet with fixed-up IP and UDP headers) and empties the
+    /// coalescer. Returns the number of datagrams and what `write` returned, or `None` when
+    /// nothing was pending.
+    pub fn flush<R>(&mut self, write: impl FnOnce(&[u8]) -> R) -> Option<(usize, R)> {
+        if self.len == 0 {
+            return None;
+        }
+        let (len, segs) = (self.len, self.segs);
+        self.len = 0;
+        self.segs = 0;
+        let hdr = if segs == 1 {
+            self.first
+        } else {
+            let p = &mut self.buf[VNET_HDR_LEN..VNET_HDR_LEN + len];
+            p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            p[10..12].copy_from_slice(&[0, 0]);
+            let ip_csum = ulvs_engine::checksum::compute(&p[..20]);
+            p[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+            let udp_len = len - 20;
+            p[24..26].copy_from_slice(&(udp_len as u16).to_be_bytes());
+            let src: [u8; 4] = [p[12], p[13], p[14], p[15]];
+            let dst: [u8; 4] = [p[16], p[17], p[18], p[19]];
+            let pseudo = ulvs_engine::checksum::pseudo_header_v4(src, dst, 17, udp_len as u32);
+            p[26..28].copy_from_slice(&ulvs_engine::checksum::fold(pseudo).to_be_bytes());
+            VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_UDP_L4,
+                hdr_len: V4_UDP_HDRS as u16,
+                gso_size: self.seg_payload as u16,
+                csum_start: 20,
+                csum_offset: 6,
+            }
+        };
+        self.buf[..VNET_HDR_LEN].copy_from_slice(&hdr.to_bytes());
+        Some((segs, write(&self.buf[..VNET_HDR_LEN + len])))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +369,153 @@ mod tests {
             ..h
         };
         assert_eq!(big.moved(-1), None);
+    }
+
+    /// A UDP/IPv4 datagram 198.18.0.2:sport -> 198.18.1.11:5201 with `payload` bytes of `fill`,
+    /// IP id `id`, and a complete checksum.
+    fn datagram(sport: u16, id: u16, payload: usize, fill: u8) -> Vec<u8> {
+        let total = 28 + payload;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&id.to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[198, 18, 0, 2]);
+        p[16..20].copy_from_slice(&[198, 18, 1, 11]);
+        let c = ulvs_engine::checksum::compute(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&5201u16.to_be_bytes());
+        p[24..26].copy_from_slice(&((total - 20) as u16).to_be_bytes());
+        for (i, b) in p[28..].iter_mut().enumerate() {
+            *b = fill.wrapping_add(i as u8);
+        }
+        let pseudo = ulvs_engine::checksum::pseudo_header_v4(
+            [198, 18, 0, 2],
+            [198, 18, 1, 11],
+            17,
+            (total - 20) as u32,
+        );
+        let c = !ulvs_engine::checksum::fold(ulvs_engine::checksum::sum_words(pseudo, &p[20..]));
+        p[26..28].copy_from_slice(&if c == 0 { 0xffff } else { c }.to_be_bytes());
+        p
+    }
+
+    const VALID: VnetHdr = VnetHdr {
+        flags: F_DATA_VALID,
+        gso_type: GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: 0,
+        csum_offset: 0,
+    };
+
+    #[test]
+    fn a_burst_of_one_flow_becomes_one_uso_packet_that_segments_back() {
+        let mut c = UdpCoalescer::default();
+        let sent: Vec<Vec<u8>> = (0..5)
+            .map(|i| datagram(40000, 100 + i, if i == 4 { 20 } else { 36 }, i as u8 * 7))
+            .collect();
+        for p in &sent {
+            assert_eq!(c.offer(p, VALID), Offer::Taken);
+        }
+        assert_eq!(c.segments(), 5);
+        // After the short last datagram nothing more joins.
+        assert_eq!(c.offer(&sent[0], VALID), Offer::FlushFirst);
+        let mut out = Vec::new();
+        let (n, ()) = c.flush(|b| out.extend_from_slice(b)).unwrap();
+        assert_eq!(n, 5);
+        assert!(c.is_empty() && c.flush(|_| ()).is_none());
+        let h = VnetHdr::parse(&out).unwrap();
+        assert_eq!((h.gso_type, h.gso_size, h.hdr_len), (GSO_UDP_L4, 36, 28));
+        assert!(h.needs_csum() && h.csum_start == 20 && h.csum_offset == 6);
+        let sup = &out[VNET_HDR_LEN..];
+        assert_eq!(sup.len(), 28 + 4 * 36 + 20);
+        assert_eq!(
+            ulvs_engine::checksum::compute(&sup[..20]),
+            0,
+            "IP header checksum"
+        );
+        // Segmenting it (as the kernel will) gives back exactly the datagrams sent.
+        let mut seg = vec![0u8; 2048];
+        for (i, want) in sent.iter().enumerate() {
+            let n = ulvs_engine::offload::segment(sup, 36, i, &mut seg)
+                .unwrap()
+                .unwrap();
+            assert_eq!(&seg[..n], &want[..], "segment {i}");
+        }
+        assert_eq!(
+            ulvs_engine::offload::segment(sup, 36, 5, &mut seg),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_lone_datagram_goes_out_as_it_came() {
+        let mut c = UdpCoalescer::default();
+        let p = datagram(40000, 1, 36, 0);
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 20,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
+        assert_eq!(c.offer(&p, hdr), Offer::Taken);
+        let mut out = Vec::new();
+        c.flush(|b| out.extend_from_slice(b));
+        assert_eq!(VnetHdr::parse(&out), Some(hdr));
+        assert_eq!(&out[VNET_HDR_LEN..], &p[..]);
+    }
+
+    #[test]
+    fn other_flows_sizes_and_unverified_checksums_do_not_merge() {
+        let mut c = UdpCoalescer::default();
+        assert_eq!(c.offer(&datagram(40000, 1, 36, 0), VALID), Offer::Taken);
+        assert_eq!(
+            c.offer(&datagram(40001, 2, 36, 0), VALID),
+            Offer::FlushFirst
+        );
+        assert_eq!(
+            c.offer(&datagram(40000, 2, 37, 0), VALID),
+            Offer::FlushFirst
+        );
+        let unverified = VnetHdr::default();
+        assert_eq!(
+            c.offer(&datagram(40000, 2, 36, 0), unverified),
+            Offer::Refused
+        );
+        let gso = VnetHdr {
+            gso_type: GSO_UDP_L4,
+            ..VALID
+        };
+        assert_eq!(c.offer(&datagram(40000, 2, 36, 0), gso), Offer::Refused);
+        let mut frag = datagram(40000, 2, 36, 0);
+        frag[6] |= 0x20; // MF
+        assert_eq!(c.offer(&frag, VALID), Offer::Refused);
+        let mut tcp = datagram(40000, 2, 36, 0);
+        tcp[9] = 6;
+        assert_eq!(c.offer(&tcp, VALID), Offer::Refused);
+        assert_eq!(
+            c.offer(&datagram(40000, 2, 36, 0)[..30], VALID),
+            Offer::Refused
+        );
+        assert_eq!(c.segments(), 1);
+    }
+
+    #[test]
+    fn merging_stops_at_the_segment_limit() {
+        let mut c = UdpCoalescer::default();
+        for i in 0..MAX_USO_SEGMENTS {
+            assert_eq!(
+                c.offer(&datagram(40000, i as u16, 16, 0), VALID),
+                Offer::Taken
+            );
+        }
+        assert_eq!(
+            c.offer(&datagram(40000, 0, 16, 0), VALID),
+            Offer::FlushFirst
+        );
     }
 }

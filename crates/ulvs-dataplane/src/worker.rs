@@ -15,6 +15,12 @@
 //! worker cuts it into segments ([`ulvs_engine::offload::segment`]) in a second buffer and
 //! submits each one. Replies and frames for the TAP carry no offload metadata.
 //!
+//! When the TUN takes USO super-packets ([`TunQueue::can_write_uso`]), forwarded UDP datagrams
+//! of one flow and size that a worker reads in one burst are merged into one super-packet
+//! ([`UdpCoalescer`]) and written with one `write`; the pending super-packet is written before
+//! any other packet and whenever the queue runs empty, so nothing waits beyond the burst.
+//! Setting `ULVS_NO_UDP_COALESCE` in ulvsd's environment turns this off (for measurements).
+//!
 //! With [`WorkerOptions::pin`], worker `i` is pinned to the `i`-th CPU the process may run on
 //! (modulo their number).
 
@@ -30,7 +36,7 @@ use ulvs_engine::{DropReason, Engine, L4Csum, Offload, PacketBuf, Timestamp, Ver
 
 use crate::tap::TapQueue;
 use crate::tun::TunQueue;
-use crate::vnet::{F_NEEDS_CSUM, VNET_HDR_LEN, VnetHdr};
+use crate::vnet::{F_NEEDS_CSUM, Offer, UdpCoalescer, VNET_HDR_LEN, VnetHdr};
 
 /// Bytes reserved in front of each packet for encapsulation headers.
 pub const HEADROOM: usize = 128;
@@ -79,6 +85,9 @@ pub struct QueueCounters {
     pub rx_gso: AtomicU64,
     /// Super-packets the worker split into segments for the engine.
     pub split_gso: AtomicU64,
+    /// USO super-packets written that merged several UDP datagrams (each datagram also counts
+    /// in `tx_packets`).
+    pub tx_uso: AtomicU64,
 }
 
 /// A snapshot of [`QueueCounters`].
@@ -98,6 +107,8 @@ pub struct QueueStats {
     pub rx_gso: u64,
     /// Super-packets split into segments.
     pub split_gso: u64,
+    /// USO super-packets written that merged several UDP datagrams.
+    pub tx_uso: u64,
 }
 
 impl QueueCounters {
@@ -110,6 +121,7 @@ impl QueueCounters {
             write_errors: self.write_errors.load(Ordering::Relaxed),
             rx_gso: self.rx_gso.load(Ordering::Relaxed),
             split_gso: self.split_gso.load(Ordering::Relaxed),
+            tx_uso: self.tx_uso.load(Ordering::Relaxed),
         }
     }
 }
@@ -308,7 +320,10 @@ fn run_queue(
     let mut buf = vec![0u8; HEADROOM + MAX_PACKET];
     // Segments of a super-packet the engine asked to have split.
     let mut seg = vec![0u8; HEADROOM + MAX_PACKET];
-    let hdr_len = vnet_len(queue);
+    // Merges forwarded UDP datagrams into USO super-packets, when the TUN takes them.
+    // `ULVS_NO_UDP_COALESCE` (any value) turns it off, to measure what it brings.
+    let coalesce = queue.can_write_uso() && std::env::var_os("ULVS_NO_UDP_COALESCE").is_none();
+    let mut coalescer = coalesce.then(UdpCoalescer::default);
     let mut fds = [
         libc::pollfd {
             fd: queue.as_raw_fd(),
@@ -344,6 +359,36 @@ fn run_queue(
         }
         // One clock read per batch, not per packet.
         let now = clock.now();
+        drain_queue(
+            engine,
+            queue,
+            tap,
+            now,
+            &mut buf,
+            &mut seg,
+            coalescer.as_mut(),
+            counters,
+        );
+        if let Some(co) = coalescer.as_mut() {
+            flush_coalesced(co, queue, counters);
+        }
+    }
+}
+
+/// Reads and handles up to [`BATCH`] packets from `queue`, until it runs empty.
+#[allow(clippy::too_many_arguments)]
+fn drain_queue(
+    engine: &Engine,
+    queue: &TunQueue,
+    tap: Option<&TapQueue>,
+    now: Timestamp,
+    buf: &mut [u8],
+    seg: &mut [u8],
+    mut coalescer: Option<&mut UdpCoalescer>,
+    counters: &QueueCounters,
+) {
+    let hdr_len = vnet_len(queue);
+    {
         for _ in 0..BATCH {
             let n = match queue.recv(&mut buf[HEADROOM - hdr_len..]) {
                 Ok(n) => n,
@@ -372,7 +417,7 @@ fn run_queue(
                 counters.rx_gso.fetch_add(1, Ordering::Relaxed);
             }
             let len = n - hdr_len;
-            let mut pkt = PacketBuf::with_offload(&mut buf, HEADROOM, len, offload);
+            let mut pkt = PacketBuf::with_offload(buf, HEADROOM, len, offload);
             let verdict = engine.process(now, &mut pkt);
             let out = Out::of(&pkt);
             if verdict == Verdict::Drop(DropReason::GsoNotSplit) {
@@ -389,23 +434,49 @@ fn run_queue(
                                 break;
                             }
                         };
-                    let mut pkt = PacketBuf::new(&mut seg, HEADROOM, seg_len);
+                    let mut pkt = PacketBuf::new(seg, HEADROOM, seg_len);
                     let verdict = engine.process(now, &mut pkt);
                     let out = Out::of(&pkt);
                     emit(
                         verdict,
                         queue,
                         tap,
-                        &mut seg,
+                        seg,
                         out,
                         hdr_len,
                         VnetHdr::default(),
+                        coalescer.as_deref_mut(),
                         counters,
                     );
                 }
                 continue;
             }
-            emit(verdict, queue, tap, &mut buf, out, hdr_len, vnet, counters);
+            emit(
+                verdict,
+                queue,
+                tap,
+                buf,
+                out,
+                hdr_len,
+                vnet,
+                coalescer.as_deref_mut(),
+                counters,
+            );
+        }
+    }
+}
+
+/// Writes the pending USO super-packet (or lone datagram), counting each datagram.
+fn flush_coalesced(co: &mut UdpCoalescer, queue: &TunQueue, counters: &QueueCounters) {
+    if let Some((n, ok)) = co.flush(|b| matches!(queue.send(b), Ok(w) if w == b.len())) {
+        let n = n as u64;
+        if ok {
+            counters.tx_packets.fetch_add(n, Ordering::Relaxed);
+            if n > 1 {
+                counters.tx_uso.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            counters.write_errors.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -438,8 +509,14 @@ fn emit(
     out: Out,
     hdr_len: usize,
     vnet: VnetHdr,
+    mut coalescer: Option<&mut UdpCoalescer>,
     counters: &QueueCounters,
 ) {
+    if let Verdict::Drop(reason) = verdict {
+        counters.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(reason = reason.name(), "packet dropped");
+        return;
+    }
     let ok = match verdict {
         Verdict::Forward | Verdict::Pass => {
             let mut h = vnet;
@@ -450,13 +527,32 @@ fn emit(
                 h.csum_offset = 0;
             }
             let delta = out.start as isize - HEADROOM as isize;
-            match h.moved(delta) {
-                Some(h) => send_tun(queue, buf, out.start, out.len, hdr_len, h),
-                None => false,
+            let Some(h) = h.moved(delta) else {
+                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            if let Some(co) = coalescer.as_deref_mut() {
+                let pkt = &buf[out.start..out.start + out.len];
+                let mut offer = co.offer(pkt, h);
+                if offer == Offer::FlushFirst {
+                    flush_coalesced(co, queue, counters);
+                    offer = co.offer(pkt, h);
+                }
+                match offer {
+                    // Counted when the super-packet is written.
+                    Offer::Taken => return,
+                    Offer::FlushFirst | Offer::Refused => flush_coalesced(co, queue, counters),
+                }
             }
+            send_tun(queue, buf, out.start, out.len, hdr_len, h)
         }
         // A new packet built by the engine: complete checksums, no offload metadata.
-        Verdict::Reply => send_tun(queue, buf, out.start, out.len, hdr_len, VnetHdr::default()),
+        Verdict::Reply => {
+            if let Some(co) = coalescer {
+                flush_coalesced(co, queue, counters);
+            }
+            send_tun(queue, buf, out.start, out.len, hdr_len, VnetHdr::default())
+        }
         Verdict::ForwardFrame => match tap {
             Some(tap) => {
                 let frame = &buf[out.start..out.start + out.len];
@@ -464,11 +560,7 @@ fn emit(
             }
             None => false,
         },
-        Verdict::Drop(reason) => {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::trace!(reason = reason.name(), "packet dropped");
-            return;
-        }
+        Verdict::Drop(_) => return,
     };
     if ok {
         counters.tx_packets.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use integration::bench::{self, BenchOptions, BenchRig};
+use integration::bench::{self, BenchOptions, BenchRig, Target, Workload};
+
+fn parse_workload(s: &str) -> Result<Workload, String> {
+    Workload::from_key(s)
+        .ok_or_else(|| format!("unknown workload {s:?} (tcp1, tcp4, short, udp64, idle)"))
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    Target::from_key(s)
+        .ok_or_else(|| format!("unknown target {s:?} (kernel, nat, fullnat, dr, haproxy)"))
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "ulvs-bench", about = "ulvs side-by-side benchmark (root)")]
@@ -37,6 +47,12 @@ enum Cmd {
         /// Extra ulvsd argument (repeat for more), e.g. --ulvsd-arg=--queues=2.
         #[arg(long = "ulvsd-arg", allow_hyphen_values = true)]
         ulvsd_args: Vec<String>,
+        /// Run only this workload (repeat for more): tcp1, tcp4, short, udp64, idle.
+        #[arg(long = "workload", value_parser = parse_workload)]
+        workloads: Vec<Workload>,
+        /// Measure only this target (repeat for more): kernel, nat, fullnat, dr, haproxy.
+        #[arg(long = "target", value_parser = parse_target)]
+        targets: Vec<Target>,
     },
     /// Accept connections, echo one byte on each, hold them (runs inside a server namespace).
     IdleServer {
@@ -61,6 +77,8 @@ fn main() -> Result<()> {
             idle_conns,
             udp_pps,
             ulvsd_args,
+            workloads,
+            targets,
         } => {
             integration::require_root()?;
             bench::ensure_tools()?;
@@ -82,6 +100,8 @@ fn main() -> Result<()> {
                 idle_conns,
                 udp_pps,
                 ulvsd_args,
+                workloads,
+                targets,
             };
             let mut rig = BenchRig::new(opts)?;
             let report = rig.run_all()?;
