@@ -562,3 +562,39 @@ fn render_show(cfg: &Config, observed: &Observed) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every command line of `deploy/systemd/ulvs-agent.service` parses with the agent's CLI,
+    /// and the unit validates before it watches.
+    #[test]
+    fn the_systemd_unit_matches_the_cli() {
+        let unit = include_str!("../../../deploy/systemd/ulvs-agent.service");
+        let mut commands = Vec::new();
+        for key in ["ExecStartPre=", "ExecStart="] {
+            for line in unit.lines().filter_map(|l| l.strip_prefix(key)) {
+                let argv: Vec<&str> = line.split_whitespace().collect();
+                assert!(argv[0].ends_with("/ulvs-agent"), "{argv:?}");
+                match Cli::try_parse_from(&argv) {
+                    Ok(cli) => commands.push(cli.command),
+                    Err(e) => panic!("{key}{line} does not parse: {e}"),
+                }
+            }
+        }
+        assert!(
+            matches!(
+                commands.as_slice(),
+                [Command::Validate, Command::Watch { .. }]
+            ),
+            "{commands:?}"
+        );
+    }
+}

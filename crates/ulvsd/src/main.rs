@@ -500,6 +500,28 @@ mod tests {
         Args::command().debug_assert();
     }
 
+    /// `deploy/systemd/ulvsd.service` starts ulvsd with flags it accepts and grants the
+    /// capabilities it needs (the TUN and netlink; raw ICMP sockets for the hop-error relay).
+    #[test]
+    fn the_systemd_unit_matches_the_cli() {
+        let unit = include_str!("../../../deploy/systemd/ulvsd.service");
+        let value =
+            |key: &str| -> Vec<&str> { unit.lines().filter_map(|l| l.strip_prefix(key)).collect() };
+        let exec = value("ExecStart=");
+        assert_eq!(exec.len(), 1, "one ExecStart line");
+        let argv: Vec<&str> = exec[0].split_whitespace().collect();
+        assert!(argv[0].ends_with("/ulvsd"), "{argv:?}");
+        if let Err(e) = Args::try_parse_from(&argv) {
+            panic!("ExecStart of ulvsd.service does not parse: {e}");
+        }
+        for key in ["CapabilityBoundingSet=", "AmbientCapabilities="] {
+            let caps = value(key);
+            assert_eq!(caps.len(), 1, "{key}");
+            let caps: Vec<&str> = caps[0].split_whitespace().collect();
+            assert_eq!(caps, ["CAP_NET_ADMIN", "CAP_NET_RAW"], "{key}");
+        }
+    }
+
     #[test]
     fn defaults() {
         let a = Args::try_parse_from(["ulvsd"]).unwrap();
