@@ -49,6 +49,17 @@ pub enum ClientError {
         /// The daemon's message.
         message: String,
     },
+    /// The daemon restarted since the plan was made: its generations count again from 0, so
+    /// the plan's generation says nothing about the live state.
+    #[error(
+        "ulvsd restarted since this plan was made (daemon instance {planned:?}, now {now:?}); run plan again"
+    )]
+    Restarted {
+        /// The instance the plan was made against.
+        planned: String,
+        /// The instance running now.
+        now: String,
+    },
     /// An RPC failed.
     #[error("{operation}: {code:?}: {message}")]
     Rpc {
@@ -129,6 +140,7 @@ pub async fn observe(client: &mut Client, with_timeouts: bool) -> Result<Observe
 }
 
 async fn observe_inner(client: &mut Client, with_timeouts: bool) -> Result<Observed, ClientError> {
+    let instance_id = instance_id(client).await?;
     let list = client
         .list_services(pb::ListServicesRequest::default())
         .await
@@ -156,13 +168,25 @@ async fn observe_inner(client: &mut Client, with_timeouts: bool) -> Result<Obser
     };
     Ok(Observed {
         generation: list.generation,
+        instance_id,
         services,
         timeouts,
     })
 }
 
+/// The daemon's `GetInfo.instance_id` (new at every daemon start).
+async fn instance_id(client: &mut Client) -> Result<String, ClientError> {
+    Ok(client
+        .get_info(pb::GetInfoRequest {})
+        .await
+        .map_err(rpc("GetInfo"))?
+        .into_inner()
+        .instance_id)
+}
+
 /// Executes `plan`: one `Apply` batch (timeouts included) with `expected_generation` = the
-/// plan's generation, or a dry run of it. Returns the generation after the batch.
+/// plan's generation, or a dry run of it, after checking that the daemon has not restarted
+/// since the plan was made (`GetInfo.instance_id`). Returns the generation after the batch.
 pub async fn execute(client: &mut Client, plan: &Plan, dry_run: bool) -> Result<u64, ClientError> {
     let s = plan.summary();
     let span = if dry_run {
@@ -206,6 +230,17 @@ async fn execute_inner(
 ) -> Result<u64, ClientError> {
     let changes = plan_changes(plan);
     let mut generation = plan.observed_generation;
+    if !changes.is_empty() {
+        // Generations start over when the daemon restarts: the plan's generation only means
+        // something to the daemon run it was read from.
+        let now = instance_id(client).await?;
+        if now != plan.observed_instance {
+            return Err(ClientError::Restarted {
+                planned: plan.observed_instance.clone(),
+                now,
+            });
+        }
+    }
     if plan.observed_generation == 0 && !changes.is_empty() {
         // The API reads expected_generation 0 as "do not check", and a fresh daemon is at
         // generation 0: check here instead (the window until the batch lands is one RPC).

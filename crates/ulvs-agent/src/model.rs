@@ -258,6 +258,9 @@ pub struct ObservedService {
 pub struct Observed {
     /// The configuration's global generation when it was read.
     pub generation: u64,
+    /// The daemon run it was read from (`GetInfo.instance_id`).
+    #[serde(default)]
+    pub instance_id: String,
     /// Every virtual service.
     pub services: Vec<ObservedService>,
     /// The timeouts, if they were read (only when the desired state manages them).

@@ -22,7 +22,7 @@ use crate::desired::Desired;
 use crate::model::{Observed, RealServerSpec, ServiceKey, ServiceSpec, Timeouts};
 
 /// The plan format version written to plan files.
-pub const PLAN_FORMAT: u32 = 1;
+pub const PLAN_FORMAT: u32 = 2;
 
 /// What happens to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,10 @@ pub struct Plan {
     pub owner: String,
     /// The global generation the plan was computed against (sent as `expected_generation`).
     pub observed_generation: u64,
+    /// The daemon run that generation belongs to (`GetInfo.instance_id`); a plan is refused by
+    /// another run, whose generations count from 0 again.
+    #[serde(default)]
+    pub observed_instance: String,
     /// Services with changes, in configuration order, then destroyed ones by key.
     pub services: Vec<ServicePlan>,
     /// A timeouts change, if any.
@@ -277,6 +281,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Plan, PlanError> {
         owner_label: desired.owner_label.clone(),
         owner: desired.owner.clone(),
         observed_generation: observed.generation,
+        observed_instance: observed.instance_id.clone(),
         services,
         timeouts,
         unmanaged,

@@ -30,30 +30,39 @@ impl Daemon {
             .enable_all()
             .build()
             .context("runtime")?;
-        let engine = Arc::new(Engine::new(EngineOptions {
-            max_connections: 1024,
-            shards: 2,
-            hash_seed: 1,
-        }));
-        let service = ControlService::new(EngineBackend::new(engine, 4096));
-        let bound = runtime
-            .block_on(async { bind_unix(&socket) })
-            .context("bind the control socket")?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = runtime.spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = bound.serve(service, shutdown).await {
-                eprintln!("control service failed: {e}");
-            }
-        });
+        let (stop, server) = serve(&runtime, &socket)?;
         Ok(Daemon {
             dir,
             socket,
             stop: Some(stop),
             runtime,
             server: Some(server),
+        })
+    }
+
+    /// Stops the control service and starts a new one (a fresh engine and configuration, a
+    /// new instance id) on the same socket: a daemon restart.
+    fn restart(&mut self) -> Result<()> {
+        self.shutdown();
+        let (stop, server) = serve(&self.runtime, &self.socket)?;
+        self.stop = Some(stop);
+        self.server = Some(server);
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = self.runtime.block_on(server);
+        }
+    }
+
+    fn info(&self) -> Result<pb::GetInfoResponse> {
+        self.runtime.block_on(async {
+            let mut c = ulvs_proto::connect_unix(&self.socket).await?;
+            Ok(c.get_info(pb::GetInfoRequest {}).await?.into_inner())
         })
     }
 
@@ -114,13 +123,34 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = self.runtime.block_on(server);
-        }
+        self.shutdown();
     }
+}
+
+/// A control service over a fresh engine, serving on `socket` until the sender fires.
+fn serve(
+    runtime: &tokio::runtime::Runtime,
+    socket: &Path,
+) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
+    let engine = Arc::new(Engine::new(EngineOptions {
+        max_connections: 1024,
+        shards: 2,
+        hash_seed: 1,
+    }));
+    let service = ControlService::new(EngineBackend::new(engine, 4096));
+    let bound = runtime
+        .block_on(async { bind_unix(socket) })
+        .context("bind the control socket")?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = runtime.spawn(async move {
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = bound.serve(service, shutdown).await {
+            eprintln!("control service failed: {e}");
+        }
+    });
+    Ok((stop, server))
 }
 
 fn text(o: &Output) -> String {
@@ -273,6 +303,67 @@ fn apply_is_idempotent_and_repairs_drift() -> Result<()> {
     ensure!(out.status.success(), "{}", text(&out));
     ensure!(weights(&d.list()?, 80)[0].1 == 2);
     ensure!(weights(&d.list()?, 53).len() == 1);
+    Ok(())
+}
+
+#[test]
+fn a_saved_plan_is_refused_after_a_daemon_restart() -> Result<()> {
+    let mut d = Daemon::start()?;
+    let cfg = d.write("agent.hcl", CONFIG)?;
+    let out = d.agent(&cfg, &["apply", "--auto-approve"])?;
+    ensure!(out.status.success(), "{}", text(&out));
+    ensure!(d.list()?.generation == 1);
+    let first = d.info()?.instance_id;
+
+    // A weight change, planned against generation 1 of this daemon run.
+    let cfg = d.write("agent.hcl", &CONFIG.replace("weight  = 2", "weight  = 3"))?;
+    let plan_file = d.dir.path().join("plan.json");
+    let out = d.agent(&cfg, &["plan", "-out", plan_file.to_str().unwrap()])?;
+    ensure!(out.status.success(), "{}", text(&out));
+
+    // The daemon restarts (empty, generation 0) and one write brings it to generation 1
+    // again: the generation matches by accident, the instance does not.
+    d.restart()?;
+    let second = d.info()?.instance_id;
+    ensure!(
+        second != first && second.len() == 32,
+        "{first} then {second}"
+    );
+    d.apply(vec![pb::change::Change::AddService(
+        pb::AddServiceRequest {
+            service: Some(pb::ServiceSpec {
+                key: Some(key(pb::Protocol::Tcp, 443)),
+                ..Default::default()
+            }),
+        },
+    )])?;
+    let before = d.list()?;
+    ensure!(before.generation == 1, "{before:?}");
+    let out = d.agent(
+        &cfg,
+        &["apply", "--auto-approve", plan_file.to_str().unwrap()],
+    )?;
+    ensure!(
+        !out.status.success(),
+        "plan of another daemon run applied: {}",
+        text(&out)
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("ulvsd restarted since this plan was made"),
+        "{}",
+        text(&out)
+    );
+    ensure!(d.list()? == before, "a refused plan changed something");
+
+    // Planned again against this run, it applies.
+    let out = d.agent(&cfg, &["plan", "-out", plan_file.to_str().unwrap()])?;
+    ensure!(out.status.success(), "{}", text(&out));
+    let out = d.agent(
+        &cfg,
+        &["apply", "--auto-approve", plan_file.to_str().unwrap()],
+    )?;
+    ensure!(out.status.success(), "{}", text(&out));
+    ensure!(d.list()?.services.len() == 3);
     Ok(())
 }
 

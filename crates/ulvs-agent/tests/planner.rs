@@ -61,6 +61,7 @@ fn config(text: &str) -> Config {
 fn observed_from(d: &Desired, generation: u64) -> Observed {
     Observed {
         generation,
+        instance_id: "test-instance".to_owned(),
         services: d
             .services
             .iter()
@@ -109,6 +110,7 @@ fn no_op_when_live_matches() {
     let p = plan(&d, &observed_from(&d, 7)).unwrap();
     assert!(!p.has_changes());
     assert_eq!(p.observed_generation, 7);
+    assert_eq!(p.observed_instance, "test-instance");
     snapshot("noop", &render(&p));
 }
 

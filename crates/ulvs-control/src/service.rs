@@ -67,6 +67,8 @@ pub struct ControlService<B> {
     sampled: Arc<std::sync::Mutex<Option<Sampled>>>,
     poller: Arc<std::sync::Once>,
     started: Instant,
+    /// `GetInfo.instance_id`: random, made when the service is created.
+    instance_id: u128,
 }
 
 impl<B> Clone for ControlService<B> {
@@ -79,6 +81,7 @@ impl<B> Clone for ControlService<B> {
             sampled: Arc::clone(&self.sampled),
             poller: Arc::clone(&self.poller),
             started: self.started,
+            instance_id: self.instance_id,
         }
     }
 }
@@ -101,6 +104,7 @@ impl<B: Backend> ControlService<B> {
             sampled: Arc::default(),
             poller: Arc::new(std::sync::Once::new()),
             started: Instant::now(),
+            instance_id: new_instance_id(),
         }
     }
 
@@ -369,6 +373,7 @@ impl<B: Backend> ControlService<B> {
             poller: Arc::downgrade(&self.poller),
             events: self.events.downgrade(),
             started: self.started,
+            instance_id: self.instance_id,
         };
         self.poller.call_once(|| {
             tokio::spawn(async move {
@@ -396,6 +401,7 @@ struct WeakService<B> {
     poller: Weak<std::sync::Once>,
     events: broadcast::WeakSender<pb::WatchEvent>,
     started: Instant,
+    instance_id: u128,
 }
 
 impl<B> WeakService<B> {
@@ -408,8 +414,27 @@ impl<B> WeakService<B> {
             poller: self.poller.upgrade()?,
             events: self.events.upgrade()?,
             started: self.started,
+            instance_id: self.instance_id,
         })
     }
+}
+
+/// 128 random bits for `GetInfo.instance_id`: two hashers of the standard library's
+/// randomly keyed `RandomState` (seeded from the operating system's randomness once per
+/// process), over the time and the process id.
+fn new_instance_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let half = |i: u8| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(now);
+        h.write_u32(std::process::id());
+        h.write_u8(i);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
 fn unix_ms() -> u64 {
@@ -780,6 +805,7 @@ impl<B: Backend> pb::ulvs_server::Ulvs for ControlService<B> {
                 devices: info.devices,
                 uptime_seconds: self.started.elapsed().as_secs(),
                 queues: info.queues,
+                instance_id: format!("{:032x}", self.instance_id),
             })
         })
         .await

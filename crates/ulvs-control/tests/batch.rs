@@ -590,3 +590,27 @@ async fn batch_timeouts_commit_with_the_batch_or_not_at_all() -> Result<()> {
     assert_eq!(list(&s).await?.services.len(), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn get_info_instance_id_is_stable_per_service_and_differs_between_services() -> Result<()> {
+    let info = |s: Svc| async move {
+        Ok::<_, anyhow::Error>(
+            s.get_info(Request::new(pb::GetInfoRequest {}))
+                .await?
+                .into_inner()
+                .instance_id,
+        )
+    };
+    let (a, _) = service();
+    let (b, _) = service();
+    let id = info(a.clone()).await?;
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    assert_eq!(info(a).await?, id, "one service keeps its id");
+    assert_ne!(
+        info(b).await?,
+        id,
+        "a new service (daemon start) has another"
+    );
+    Ok(())
+}

@@ -168,6 +168,11 @@ pub struct GetInfoResponse {
     /// Worker queues per device.
     #[prost(uint32, tag = "6")]
     pub queues: u32,
+    /// Made at random when the daemon starts (32 hex digits): generations count from 0 again
+    /// after a restart, so a client that keeps a generation (a saved plan) keeps this too and
+    /// knows the generation is from the same daemon run when both match. Not a secret.
+    #[prost(string, tag = "7")]
+    pub instance_id: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
