@@ -4,71 +4,44 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
-use tokio::sync::oneshot;
-use ulvs_control::{ControlService, EngineBackend, bind_unix};
-use ulvs_engine::{Engine, EngineOptions};
 use ulvs_proto::v1 as pb;
+use ulvs_testkit::engine_backend;
 
-/// A control service on a socket in a temporary directory, stopped on drop.
-struct Daemon {
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    runtime: tokio::runtime::Runtime,
-    server: Option<tokio::task::JoinHandle<()>>,
+/// The shared test daemon (engine backend, unix socket, stopped on drop), with the calls these
+/// tests make.
+struct Daemon(ulvs_testkit::Daemon);
+
+impl std::ops::Deref for Daemon {
+    type Target = ulvs_testkit::Daemon;
+
+    fn deref(&self) -> &ulvs_testkit::Daemon {
+        &self.0
+    }
 }
 
 impl Daemon {
     fn start() -> Result<Daemon> {
-        let dir = tempfile::tempdir().context("temp dir")?;
-        let socket = dir.path().join("ulvsd.sock");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .context("runtime")?;
-        let (stop, server) = serve(&runtime, &socket)?;
-        Ok(Daemon {
-            dir,
-            socket,
-            stop: Some(stop),
-            runtime,
-            server: Some(server),
-        })
+        Ok(Daemon(ulvs_testkit::Daemon::unix(engine_backend())?))
     }
 
     /// Stops the control service and starts a new one (a fresh engine and configuration, a
     /// new instance id) on the same socket: a daemon restart.
     fn restart(&mut self) -> Result<()> {
-        self.shutdown();
-        let (stop, server) = serve(&self.runtime, &self.socket)?;
-        self.stop = Some(stop);
-        self.server = Some(server);
-        Ok(())
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = self.runtime.block_on(server);
-        }
+        self.0.restart(engine_backend())
     }
 
     fn info(&self) -> Result<pb::GetInfoResponse> {
-        self.runtime.block_on(async {
-            let mut c = ulvs_proto::connect_unix(&self.socket).await?;
+        self.block_on(async {
+            let mut c = ulvs_proto::connect_unix(self.socket()).await?;
             Ok(c.get_info(pb::GetInfoRequest {}).await?.into_inner())
         })
     }
 
     fn list(&self) -> Result<pb::ListServicesResponse> {
-        self.runtime.block_on(async {
-            let mut c = ulvs_proto::connect_unix(&self.socket).await?;
+        self.block_on(async {
+            let mut c = ulvs_proto::connect_unix(self.socket()).await?;
             Ok(c.list_services(pb::ListServicesRequest::default())
                 .await?
                 .into_inner())
@@ -76,8 +49,8 @@ impl Daemon {
     }
 
     fn timeouts(&self) -> Result<pb::Timeouts> {
-        self.runtime.block_on(async {
-            let mut c = ulvs_proto::connect_unix(&self.socket).await?;
+        self.block_on(async {
+            let mut c = ulvs_proto::connect_unix(self.socket()).await?;
             c.get_timeouts(pb::GetTimeoutsRequest {})
                 .await?
                 .into_inner()
@@ -87,8 +60,8 @@ impl Daemon {
     }
 
     fn apply(&self, changes: Vec<pb::change::Change>) -> Result<()> {
-        self.runtime.block_on(async {
-            let mut c = ulvs_proto::connect_unix(&self.socket).await?;
+        self.block_on(async {
+            let mut c = ulvs_proto::connect_unix(self.socket()).await?;
             c.apply(pb::ApplyRequest {
                 changes: changes
                     .into_iter()
@@ -102,7 +75,7 @@ impl Daemon {
     }
 
     fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
-        let p = self.dir.path().join(name);
+        let p = self.dir().join(name);
         std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))?;
         Ok(p)
     }
@@ -110,7 +83,7 @@ impl Daemon {
     fn agent(&self, config: &Path, args: &[&str]) -> Result<Output> {
         Command::new(env!("CARGO_BIN_EXE_ulvs-agent"))
             .arg("--socket")
-            .arg(&self.socket)
+            .arg(self.socket())
             .arg("-c")
             .arg(config)
             .args(args)
@@ -119,38 +92,6 @@ impl Daemon {
             .output()
             .with_context(|| format!("run ulvs-agent {args:?}"))
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// A control service over a fresh engine, serving on `socket` until the sender fires.
-fn serve(
-    runtime: &tokio::runtime::Runtime,
-    socket: &Path,
-) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
-    let engine = Arc::new(Engine::new(EngineOptions {
-        max_connections: 1024,
-        shards: 2,
-        hash_seed: 1,
-    }));
-    let service = ControlService::new(EngineBackend::new(engine, 4096));
-    let bound = runtime
-        .block_on(async { bind_unix(socket) })
-        .context("bind the control socket")?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = runtime.spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = bound.serve(service, shutdown).await {
-            eprintln!("control service failed: {e}");
-        }
-    });
-    Ok((stop, server))
 }
 
 fn text(o: &Output) -> String {
@@ -317,7 +258,7 @@ fn a_saved_plan_is_refused_after_a_daemon_restart() -> Result<()> {
 
     // A weight change, planned against generation 1 of this daemon run.
     let cfg = d.write("agent.hcl", &CONFIG.replace("weight  = 2", "weight  = 3"))?;
-    let plan_file = d.dir.path().join("plan.json");
+    let plan_file = d.dir().join("plan.json");
     let out = d.agent(&cfg, &["plan", "-out", plan_file.to_str().unwrap()])?;
     ensure!(out.status.success(), "{}", text(&out));
 
@@ -371,7 +312,7 @@ fn a_saved_plan_is_refused_after_a_daemon_restart() -> Result<()> {
 fn a_stale_saved_plan_is_refused() -> Result<()> {
     let d = Daemon::start()?;
     let cfg = d.write("agent.hcl", CONFIG)?;
-    let plan_file = d.dir.path().join("plan.json");
+    let plan_file = d.dir().join("plan.json");
     let out = d.agent(&cfg, &["plan", "-out", plan_file.to_str().unwrap()])?;
     ensure!(out.status.success(), "{}", text(&out));
     // Someone changes the live state after the plan was made.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -18,33 +17,12 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use ulvs_agent::config::{HealthCheckSpec, Syntax, parse_str};
 use ulvs_agent::health::check_once;
+use ulvs_testkit::{ExtendedKeyUsagePurpose, Pki};
 
-/// A CA that signs server certificates.
-struct Ca {
-    pem: String,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Result<Ca> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
-        Ok(Ca {
-            pem: issuer.pem(),
-            issuer,
-        })
-    }
-
-    /// A server certificate for `names` (DNS names or IP addresses): (cert PEM, key PEM).
-    fn leaf(&self, names: &[&str]) -> Result<(String, String)> {
-        let params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((cert.pem(), key.serialize_pem()))
-    }
+/// A server certificate for `names` (DNS names or IP addresses) from `ca`: (cert PEM, key PEM).
+fn leaf(ca: &Pki, names: &[&str]) -> Result<(String, String)> {
+    let leaf = ca.leaf(names, ExtendedKeyUsagePurpose::ServerAuth)?;
+    Ok((leaf.cert_pem, leaf.key_pem))
 }
 
 /// Serves HTTPS on 127.0.0.1 until the test's runtime ends: `/healthz` is 200, `/host` is 200
@@ -133,10 +111,10 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
 #[tokio::test]
 async fn trusted_ca_right_status_is_healthy_and_a_wrong_status_fails() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let ca = Ca::new("health CA")?;
-    let (cert, key) = ca.leaf(&["127.0.0.1"])?;
+    let ca = Pki::new("health CA")?;
+    let (cert, key) = leaf(&ca, &["127.0.0.1"])?;
     let addr = serve(&cert, &key).await?;
-    write(dir.path(), "ca.pem", &ca.pem)?;
+    write(dir.path(), "ca.pem", &ca.ca_pem)?;
 
     let ok = check(dir.path(), "path = \"/healthz\"\nca_file = \"ca.pem\"")?;
     assert_eq!(check_once(&ok, addr).await, Ok(()));
@@ -166,11 +144,11 @@ async fn trusted_ca_right_status_is_healthy_and_a_wrong_status_fails() -> Result
 #[tokio::test]
 async fn a_certificate_from_a_foreign_ca_fails() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let ca = Ca::new("health CA")?;
-    let other = Ca::new("someone else")?;
-    let (cert, key) = ca.leaf(&["127.0.0.1"])?;
+    let ca = Pki::new("health CA")?;
+    let other = Pki::new("someone else")?;
+    let (cert, key) = leaf(&ca, &["127.0.0.1"])?;
     let addr = serve(&cert, &key).await?;
-    write(dir.path(), "other.pem", &other.pem)?;
+    write(dir.path(), "other.pem", &other.ca_pem)?;
     let spec = check(dir.path(), "path = \"/healthz\"\nca_file = \"other.pem\"")?;
     let err = check_once(&spec, addr).await.unwrap_err();
     assert!(err.contains("TLS handshake"), "{err}");
@@ -181,10 +159,10 @@ async fn a_certificate_from_a_foreign_ca_fails() -> Result<()> {
 #[tokio::test]
 async fn server_name_selects_the_certificate_name() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let ca = Ca::new("health CA")?;
-    let (cert, key) = ca.leaf(&["health.example"])?;
+    let ca = Pki::new("health CA")?;
+    let (cert, key) = leaf(&ca, &["health.example"])?;
     let addr = serve(&cert, &key).await?;
-    write(dir.path(), "ca.pem", &ca.pem)?;
+    write(dir.path(), "ca.pem", &ca.ca_pem)?;
     // By default the certificate must be valid for the real server's address: it is not.
     let by_address = check(dir.path(), "path = \"/healthz\"\nca_file = \"ca.pem\"")?;
     let err = check_once(&by_address, addr).await.unwrap_err();
@@ -200,10 +178,10 @@ async fn server_name_selects_the_certificate_name() -> Result<()> {
 #[tokio::test]
 async fn no_answer_in_time_fails_within_the_timeout() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let ca = Ca::new("health CA")?;
-    let (cert, key) = ca.leaf(&["127.0.0.1"])?;
+    let ca = Pki::new("health CA")?;
+    let (cert, key) = leaf(&ca, &["127.0.0.1"])?;
     let addr = serve(&cert, &key).await?;
-    write(dir.path(), "ca.pem", &ca.pem)?;
+    write(dir.path(), "ca.pem", &ca.ca_pem)?;
 
     // The handshake completes but the answer never comes.
     let hang = check(dir.path(), "path = \"/hang\"\nca_file = \"ca.pem\"")?;

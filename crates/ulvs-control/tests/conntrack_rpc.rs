@@ -2,65 +2,27 @@
 //! conntrack settings, ListConnections in batches, GetStats, ZeroCounters, rates in
 //! ListServices.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::Channel;
-use ulvs_control::{ControlService, EngineBackend, ServeError, bind_unix};
+use ulvs_control::EngineBackend;
 use ulvs_engine::{Engine, EngineOptions, PacketBuf, Timestamp, Verdict};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
+use ulvs_testkit::Server;
 
 const TABLE: usize = 5000;
 
-struct Daemon {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    engine: Arc<Engine>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
-}
-
-impl Daemon {
-    async fn start() -> Result<Daemon> {
-        let dir = tempfile::tempdir().context("temp dir")?;
-        let socket = dir.path().join("ulvs.sock");
-        let engine = Arc::new(Engine::new(EngineOptions {
-            max_connections: TABLE,
-            ..EngineOptions::default()
-        }));
-        let service = ControlService::new(EngineBackend::new(engine.clone(), 4096));
-        let bound = bind_unix(&socket).context("bind control socket")?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(bound.serve(service, async {
-            let _ = stopped.await;
-        }));
-        Ok(Daemon {
-            _dir: dir,
-            socket,
-            engine,
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    async fn client(&self) -> Result<UlvsClient<Channel>> {
-        ulvs_proto::connect_unix(&self.socket)
-            .await
-            .context("connect to the control socket")
-    }
-
-    async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.context("join server")??;
-        Ok(())
-    }
+/// The control service over a real engine with room for [`TABLE`] connections, on a temp-dir
+/// socket.
+async fn start() -> Result<Server> {
+    let engine = Arc::new(Engine::new(EngineOptions {
+        max_connections: TABLE,
+        ..EngineOptions::default()
+    }));
+    Server::unix(EngineBackend::new(engine, 4096)).await
 }
 
 fn key(port: u32) -> pb::ServiceKey {
@@ -114,7 +76,7 @@ fn send(e: &Engine, now: u64, p: &[u8]) -> Verdict {
 
 #[tokio::test]
 async fn timeouts_and_settings() -> Result<()> {
-    let d = Daemon::start().await?;
+    let d = start().await?;
     let mut c = d.client().await?;
     let t = c
         .get_timeouts(pb::GetTimeoutsRequest {})
@@ -137,7 +99,7 @@ async fn timeouts_and_settings() -> Result<()> {
         .timeouts
         .unwrap();
     assert_eq!((t.tcp, t.tcp_fin, t.udp), (3600, 120, 60));
-    assert_eq!(d.engine.timeouts().udp_ms, 60_000);
+    assert_eq!(d.engine().timeouts().udp_ms, 60_000);
 
     let s = c
         .get_conntrack_settings(pb::GetConntrackSettingsRequest {})
@@ -167,7 +129,7 @@ async fn timeouts_and_settings() -> Result<()> {
         .settings
         .unwrap();
     assert!(!s.expire_nodest_conn && !s.expire_quiescent_template && s.conn_reuse_reschedule);
-    assert!(!d.engine.conntrack_settings().expire_nodest_conn);
+    assert!(!d.engine().conntrack_settings().expire_nodest_conn);
     let err = c
         .set_conntrack_settings(pb::SetConntrackSettingsRequest {
             settings: Some(pb::ConntrackSettings {
@@ -188,23 +150,23 @@ async fn timeouts_and_settings() -> Result<()> {
 
 #[tokio::test]
 async fn connections_stats_zero_and_rates() -> Result<()> {
-    let d = Daemon::start().await?;
+    let d = start().await?;
     let mut c = d.client().await?;
     add_service(&mut c).await?;
     // The estimator's first tick: the baseline.
-    d.engine.estimate(Timestamp(0));
+    d.engine().estimate(Timestamp(0));
     let n = 1500u16;
     for p in 0..n {
         assert_eq!(
-            send(&d.engine, 1_000, &tcp(10_000 + p, true)),
+            send(d.engine(), 1_000, &tcp(10_000 + p, true)),
             Verdict::Forward
         );
     }
     assert_eq!(
-        send(&d.engine, 1_000, &tcp(10_000, false)),
+        send(d.engine(), 1_000, &tcp(10_000, false)),
         Verdict::Forward
     );
-    d.engine.expire(Timestamp(1_000));
+    d.engine().expire(Timestamp(1_000));
 
     let mut stream = c
         .list_connections(pb::ListConnectionsRequest::default())
@@ -253,7 +215,7 @@ async fn connections_stats_zero_and_rates() -> Result<()> {
     );
 
     // Rates after estimator ticks: 1501 packets in the first 2 s, then nothing.
-    d.engine.estimate(Timestamp(2_000));
+    d.engine().estimate(Timestamp(2_000));
     let svc = c
         .list_services(pb::ListServicesRequest::default())
         .await?

@@ -2,73 +2,28 @@
 //! talking to `ControlService` over an `EngineBackend` (a real engine, no kernel routes).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::Code;
 use tonic::transport::Channel;
-use ulvs_control::{ControlService, EngineBackend, ServeError, bind_unix};
+use ulvs_control::{EngineBackend, ServeError, bind_unix};
 use ulvs_engine::{Engine, EngineOptions, PacketBuf, Timestamp, Verdict};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
+use ulvs_testkit::Server;
 
 const TABLE_SIZE: u32 = 4096;
 
-/// A running control server on a temp-dir socket; stopped and checked by [`Daemon::stop`].
-struct Daemon {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    engine: Arc<Engine>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), ServeError>>,
-}
-
-impl Daemon {
-    async fn start() -> Result<Daemon> {
-        let dir = tempfile::tempdir().context("temp dir")?;
-        // A parent directory that does not exist yet: the server creates it.
-        let socket = dir.path().join("run/ulvs/ulvs.sock");
-        let engine = Arc::new(Engine::new(EngineOptions {
-            max_connections: TABLE_SIZE as usize,
-            ..EngineOptions::default()
-        }));
-        let service = ControlService::new(EngineBackend::new(engine.clone(), TABLE_SIZE));
-        // Once bind_unix returns, clients can connect; no waiting needed.
-        let bound = bind_unix(&socket).context("bind control socket")?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(bound.serve(service, async {
-            let _ = stopped.await;
-        }));
-        Ok(Daemon {
-            _dir: dir,
-            socket,
-            engine,
-            stop: Some(stop),
-            task,
-        })
-    }
-
-    async fn client(&self) -> Result<UlvsClient<Channel>> {
-        ulvs_proto::connect_unix(&self.socket)
-            .await
-            .context("connect to the control socket")
-    }
-
-    async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.context("join server")??;
-        anyhow::ensure!(
-            !self.socket.exists(),
-            "socket file left behind at {}",
-            self.socket.display()
-        );
-        Ok(())
-    }
+/// The control service over a real engine, on a temp-dir socket whose parent directory does
+/// not exist yet (the server creates it); [`Server::stop`] also checks the socket is removed.
+async fn start() -> Result<Server> {
+    let engine = Arc::new(Engine::new(EngineOptions {
+        max_connections: TABLE_SIZE as usize,
+        ..EngineOptions::default()
+    }));
+    Server::unix_at(EngineBackend::new(engine, TABLE_SIZE), "run/ulvs/ulvs.sock").await
 }
 
 fn key(address: &str, port: u32) -> pb::ServiceKey {
@@ -120,7 +75,7 @@ fn rs_specs(s: &pb::Service) -> Vec<pb::RealServerSpec> {
 
 #[tokio::test]
 async fn add_edit_delete_and_read_back() -> Result<()> {
-    let d = Daemon::start().await?;
+    let d = start().await?;
     let mut c = d.client().await?;
 
     let info = c.get_info(pb::GetInfoRequest {}).await?.into_inner();
@@ -239,7 +194,7 @@ fn syn(client: [u8; 4], vip: [u8; 4], port: u16) -> Vec<u8> {
 
 #[tokio::test]
 async fn list_services_merges_engine_counters() -> Result<()> {
-    let d = Daemon::start().await?;
+    let d = start().await?;
     let mut c = d.client().await?;
     c.add_service(pb::AddServiceRequest {
         service: Some(svc_spec("198.18.0.10", 80, "rr")),
@@ -258,7 +213,7 @@ async fn list_services_merges_engine_counters() -> Result<()> {
     let mut buf = vec![0u8; 64 + len];
     buf[64..].copy_from_slice(&pkt);
     let verdict = d
-        .engine
+        .engine()
         .process(Timestamp(1), &mut PacketBuf::new(&mut buf, 64, len));
     assert_eq!(verdict, Verdict::Forward);
 
@@ -290,7 +245,7 @@ fn bad(what: &'static str, code: Code, says: &'static str) -> Bad {
 
 #[tokio::test]
 async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
-    let d = Daemon::start().await?;
+    let d = start().await?;
     let mut c = d.client().await?;
     c.add_service(pb::AddServiceRequest {
         service: Some(svc_spec("198.18.0.10", 80, "rr")),
@@ -563,7 +518,7 @@ async fn bad_requests_are_refused_and_change_nothing() -> Result<()> {
 
 #[tokio::test]
 async fn engine_refusals_name_the_field() -> Result<()> {
-    let d = Daemon::start().await?;
+    let d = start().await?;
     let mut c = d.client().await?;
     c.add_service(pb::AddServiceRequest {
         service: Some(svc_spec("198.18.0.10", 80, "rr")),
@@ -629,13 +584,13 @@ async fn engine_refusals_name_the_field() -> Result<()> {
 
 #[tokio::test]
 async fn socket_is_private_and_single_owner() -> Result<()> {
-    let d = Daemon::start().await?;
-    let mode = std::fs::metadata(&d.socket)?.permissions().mode() & 0o777;
+    let d = start().await?;
+    let mode = std::fs::metadata(d.socket())?.permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
 
     // A second daemon on the same socket refuses to start and leaves the first one alone.
-    match bind_unix(&d.socket) {
-        Err(ServeError::AlreadyRunning(p)) => assert_eq!(p, d.socket),
+    match bind_unix(d.socket()) {
+        Err(ServeError::AlreadyRunning(p)) => assert_eq!(p, d.socket()),
         other => anyhow::bail!("second bind: {other:?}"),
     }
     let mut c = d.client().await?;
@@ -680,9 +635,9 @@ async fn health_and_reflection_answer() -> Result<()> {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let d = Daemon::start().await?;
+    let d = start().await?;
 
-    let mut health = HealthClient::new(channel(&d.socket).await?);
+    let mut health = HealthClient::new(channel(d.socket()).await?);
     for name in ["", "ulvs.v1.Ulvs"] {
         let resp = health
             .check(tonic_health::pb::HealthCheckRequest {
@@ -693,7 +648,7 @@ async fn health_and_reflection_answer() -> Result<()> {
         assert_eq!(resp.status(), ServingStatus::Serving, "service {name:?}");
     }
 
-    let mut reflection = ServerReflectionClient::new(channel(&d.socket).await?);
+    let mut reflection = ServerReflectionClient::new(channel(d.socket()).await?);
     let requests = [
         MessageRequest::ListServices(String::new()),
         MessageRequest::FileContainingSymbol("ulvs.v1.Ulvs".into()),

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::codegen::http::HeaderMap;
-use ulvs_control::{ControlService, EngineBackend, RequestObserver, bind_unix};
+use ulvs_control::{EngineBackend, RequestObserver};
 use ulvs_engine::{Engine, EngineOptions};
 use ulvs_proto::v1 as pb;
+use ulvs_testkit::Server;
 
 /// Records every finished request.
 #[derive(Debug, Default)]
@@ -75,17 +75,10 @@ fn spec(port: u32) -> pb::ServiceSpec {
 
 #[tokio::test]
 async fn requests_are_reported_when_their_response_ends() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let socket = dir.path().join("ulvs.sock");
     let engine = Arc::new(Engine::new(EngineOptions::default()));
-    let service = ControlService::new(EngineBackend::new(engine, 4096));
     let recorder = Arc::new(Recorder::default());
-    let bound = bind_unix(&socket)?.observe(recorder.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(bound.serve(service, async {
-        let _ = stopped.await;
-    }));
-    let mut c = ulvs_proto::connect_unix(&socket).await?;
+    let server = Server::unix_observed(EngineBackend::new(engine, 4096), recorder.clone()).await?;
+    let mut c = server.client().await?;
 
     c.add_service(pb::AddServiceRequest {
         service: Some(spec(80)),
@@ -131,7 +124,5 @@ async fn requests_are_reported_when_their_response_ends() -> Result<()> {
     // Every started request finished exactly once.
     let started = recorder.started.lock().unwrap().len();
     assert_eq!(started, recorder.finished.lock().unwrap().len());
-    let _ = stop.send(());
-    server.await??;
-    Ok(())
+    server.stop().await
 }

@@ -8,100 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use ulvs_control::{ControlService, EngineBackend, ServeError, TcpOptions, bind_tcp};
+use ulvs_control::{EngineBackend, ServeError, TcpOptions, bind_tcp};
 use ulvs_engine::{Engine, EngineOptions};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
+use ulvs_testkit::{ExtendedKeyUsagePurpose, Leaf, Pki, Server};
 
 const TOKEN: &str = "test-token-0123456789";
 
-/// A CA, and a PEM certificate + key signed by it.
-struct Pki {
-    ca_pem: String,
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Pki {
-    fn new(name: &str) -> Result<Pki> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
-        Ok(Pki {
-            ca_pem: issuer.pem(),
-            issuer,
-        })
-    }
-
-    fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<Leaf> {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-}
-
-struct Server {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServeError>>,
-}
-
+/// The control service over an engine on a TLS listener that wants a client certificate from
+/// `pki`, and `token` if given.
 async fn start(pki: &Pki, token: Option<&str>) -> Result<Server> {
-    let server_cert = pki.leaf(
-        &["localhost", "127.0.0.1"],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    )?;
     let engine = Arc::new(Engine::new(EngineOptions::default()));
-    let service = ControlService::new(EngineBackend::new(engine, 4096));
-    let listener = bind_tcp(
-        "127.0.0.1:0".parse()?,
-        TcpOptions {
-            cert_pem: server_cert.cert_pem.into_bytes(),
-            key_pem: server_cert.key_pem.into_bytes(),
-            client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
-            token: token.map(str::to_owned),
-        },
-    )
-    .await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(listener.serve(service, async {
-        let _ = stopped.await;
-    }));
-    Ok(Server {
-        addr,
-        stop: Some(stop),
-        task,
-    })
-}
-
-impl Server {
-    async fn stop(mut self) -> Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.context("join")??;
-        Ok(())
-    }
+    Server::tcp(EngineBackend::new(engine, 4096), pki.tcp_options(token)?).await
 }
 
 async fn tls_channel(addr: SocketAddr, ca: &str, client: Option<&Leaf>) -> Result<Channel> {
@@ -135,7 +57,7 @@ async fn mtls_and_token_are_required() -> Result<()> {
     let client_cert = pki.leaf(&["ulvsadm"], ExtendedKeyUsagePurpose::ClientAuth)?;
 
     // TLS, client certificate and token: the API answers, writes included.
-    let mut c = UlvsClient::new(tls_channel(server.addr, &pki.ca_pem, Some(&client_cert)).await?);
+    let mut c = UlvsClient::new(tls_channel(server.addr(), &pki.ca_pem, Some(&client_cert)).await?);
     let mut add = tonic::Request::new(pb::AddServiceRequest {
         service: Some(pb::ServiceSpec {
             key: Some(pb::ServiceKey {
@@ -170,7 +92,7 @@ async fn mtls_and_token_are_required() -> Result<()> {
 
     // Health stays open (no token) for probes, over the same mTLS connection.
     let mut health = tonic_health::pb::health_client::HealthClient::new(
-        tls_channel(server.addr, &pki.ca_pem, Some(&client_cert)).await?,
+        tls_channel(server.addr(), &pki.ca_pem, Some(&client_cert)).await?,
     );
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -184,7 +106,7 @@ async fn mtls_and_token_are_required() -> Result<()> {
     );
 
     // Plain text: no gRPC conversation at all.
-    let plain = Endpoint::from_shared(format!("http://{}", server.addr))?
+    let plain = Endpoint::from_shared(format!("http://{}", server.addr()))?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(10));
     match plain.connect().await {
@@ -206,7 +128,7 @@ async fn mtls_and_token_are_required() -> Result<()> {
             Some(Pki::new("other CA")?.leaf(&["intruder"], ExtendedKeyUsagePurpose::ClientAuth)?),
         ),
     ] {
-        match tls_channel(server.addr, &pki.ca_pem, leaf.as_ref()).await {
+        match tls_channel(server.addr(), &pki.ca_pem, leaf.as_ref()).await {
             Err(_) => {}
             Ok(ch) => {
                 let err = UlvsClient::new(ch)

@@ -1,74 +1,13 @@
 //! End to end: the real control service (engine-only backend) on a temporary unix socket, driven
 //! by the built `ulvsadm` binary through add / list / edit / delete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
-use tokio::sync::oneshot;
-use ulvs_control::{ControlService, EngineBackend, bind_unix};
-use ulvs_engine::{Engine, EngineOptions};
+use ulvs_testkit::{Daemon, engine_backend};
 
 const TITLE: &str = "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
-
-/// A control service serving on a socket in a temporary directory, stopped on drop.
-struct Daemon {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    runtime: tokio::runtime::Runtime,
-    server: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Daemon {
-    fn start() -> Result<Daemon> {
-        let dir = tempfile::tempdir().context("temp dir")?;
-        let socket = dir.path().join("ulvsd.sock");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .context("runtime")?;
-        let engine = Arc::new(Engine::new(EngineOptions {
-            max_connections: 1024,
-            shards: 2,
-            hash_seed: 1,
-        }));
-        let service = ControlService::new(EngineBackend::new(engine, 4096));
-        // Once bind_unix returns, connections queue until serve runs: no waiting needed.
-        let bound = runtime
-            .block_on(async { bind_unix(&socket) })
-            .context("bind the control socket")?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = runtime.spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = bound.serve(service, shutdown).await {
-                eprintln!("control service failed: {e}");
-            }
-        });
-        Ok(Daemon {
-            _dir: dir,
-            socket,
-            stop: Some(stop),
-            runtime,
-            server: Some(server),
-        })
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = self.runtime.block_on(server);
-        }
-    }
-}
 
 fn ulvsadm(socket: &Path, args: &str) -> Result<Output> {
     Command::new(env!("CARGO_BIN_EXE_ulvsadm"))
@@ -110,8 +49,8 @@ fn listing(body: &str) -> String {
 
 #[test]
 fn add_list_edit_delete_through_the_binary() -> Result<()> {
-    let d = Daemon::start()?;
-    let s = d.socket.as_path();
+    let d = Daemon::unix(engine_backend())?;
+    let s = d.socket();
 
     assert_eq!(ok(s, "-L -n")?, listing(""));
 

@@ -8,14 +8,14 @@
 //! already save and restore in ipvsadm's format.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, ensure};
-use tokio::sync::oneshot;
-use ulvs_control::{Backend, BackendError, BackendInfo, ControlService, EngineBackend, bind_unix};
+use ulvs_control::{Backend, BackendError, BackendInfo};
 use ulvs_engine::{Config, ConfigError, Engine, EngineOptions, StatsSnapshot};
+use ulvs_testkit::{Daemon, engine_backend};
 
 /// Stores whatever passes `Config::validate`; reports the counters of an idle, unconfigured
 /// engine (no traffic).
@@ -53,67 +53,6 @@ impl Backend for ConfigBackend {
             connection_table_size: 4096,
             devices: Vec::new(),
             queues: 0,
-        }
-    }
-}
-
-/// A control service on a socket in a temporary directory, stopped on drop.
-struct Daemon {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    runtime: tokio::runtime::Runtime,
-    server: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Daemon {
-    fn start<B: Backend>(backend: B) -> Result<Daemon> {
-        let dir = tempfile::tempdir().context("temp dir")?;
-        let socket = dir.path().join("ulvsd.sock");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .context("runtime")?;
-        let service = ControlService::new(backend);
-        let bound = runtime
-            .block_on(async { bind_unix(&socket) })
-            .context("bind the control socket")?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = runtime.spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = bound.serve(service, shutdown).await {
-                eprintln!("control service failed: {e}");
-            }
-        });
-        Ok(Daemon {
-            _dir: dir,
-            socket,
-            stop: Some(stop),
-            runtime,
-            server: Some(server),
-        })
-    }
-
-    fn engine() -> Result<Daemon> {
-        let engine = Arc::new(Engine::new(EngineOptions {
-            max_connections: 1024,
-            shards: 2,
-            hash_seed: 1,
-        }));
-        Daemon::start(EngineBackend::new(engine, 4096))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = self.runtime.block_on(server);
         }
     }
 }
@@ -268,8 +207,8 @@ const CONFIG_CASES: &[Golden] = &[Golden {
     ),
 }];
 
-fn check_golden(d: &Daemon, case: &Golden) -> Result<()> {
-    let s = d.socket.as_path();
+fn check_golden<B: Backend>(d: &Daemon<B>, case: &Golden) -> Result<()> {
+    let s = d.socket();
     ok(s, "-C", "")?;
     ok(s, "-R", case.rules).with_context(|| case.name)?;
     let saved = ok(s, "-S -n", "")?;
@@ -295,7 +234,7 @@ fn check_golden(d: &Daemon, case: &Golden) -> Result<()> {
 
 #[test]
 fn golden_engine_configurations() -> Result<()> {
-    let d = Daemon::engine()?;
+    let d = Daemon::unix(engine_backend())?;
     for case in ENGINE_CASES {
         check_golden(&d, case)?;
     }
@@ -304,7 +243,7 @@ fn golden_engine_configurations() -> Result<()> {
 
 #[test]
 fn golden_saved_features() -> Result<()> {
-    let d = Daemon::start(ConfigBackend::new())?;
+    let d = Daemon::unix(ConfigBackend::new())?;
     for case in CONFIG_CASES {
         check_golden(&d, case)?;
     }
@@ -313,8 +252,8 @@ fn golden_saved_features() -> Result<()> {
 
 #[test]
 fn restore_accepts_ipvsadm_input_forms_and_sorts_on_save() -> Result<()> {
-    let d = Daemon::engine()?;
-    let s = d.socket.as_path();
+    let d = Daemon::unix(engine_backend())?;
+    let s = d.socket();
     let input = concat!(
         "# saved by hand\n",
         "\n",
@@ -349,8 +288,8 @@ fn restore_accepts_ipvsadm_input_forms_and_sorts_on_save() -> Result<()> {
 
 #[test]
 fn restore_is_all_or_none() -> Result<()> {
-    let d = Daemon::engine()?;
-    let s = d.socket.as_path();
+    let d = Daemon::unix(engine_backend())?;
+    let s = d.socket();
     let base = "-A -t 198.18.0.1:80 -s rr\n-a -t 198.18.0.1:80 -r 198.18.1.1:80 -m -w 1\n";
     ok(s, "-R", base)?;
 
@@ -396,8 +335,8 @@ fn restore_is_all_or_none() -> Result<()> {
 
 #[test]
 fn save_and_restore_options_follow_ipvsadm_legality() -> Result<()> {
-    let d = Daemon::engine()?;
-    let s = d.socket.as_path();
+    let d = Daemon::unix(engine_backend())?;
+    let s = d.socket();
     let err = fails(s, "-S -t 198.18.0.1:80", "", 2)?;
     assert_eq!(
         err,
@@ -413,8 +352,8 @@ fn save_and_restore_options_follow_ipvsadm_legality() -> Result<()> {
 
 #[test]
 fn tun_info_column_shows_type_port_and_checksum() -> Result<()> {
-    let d = Daemon::engine()?;
-    let s = d.socket.as_path();
+    let d = Daemon::unix(engine_backend())?;
+    let s = d.socket();
     let case = ENGINE_CASES
         .iter()
         .find(|c| c.rules.contains("--tun-type"))
@@ -454,8 +393,8 @@ fn tun_info_column_shows_type_port_and_checksum() -> Result<()> {
 
 #[test]
 fn local_addresses_are_added_listed_kept_by_edit_and_removed() -> Result<()> {
-    let d = Daemon::engine()?;
-    let s = d.socket.as_path();
+    let d = Daemon::unix(engine_backend())?;
+    let s = d.socket();
     ok(s, "-A -t 198.18.0.1:80 -s rr", "")?;
     ok(s, "-P -t 198.18.0.1:80 -z 198.18.2.1", "")?;
     ok(s, "--add-laddr -t 198.18.0.1:80 --laddr 198.18.2.2", "")?;

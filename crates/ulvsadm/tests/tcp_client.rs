@@ -3,141 +3,35 @@
 //! the token, without a client certificate, or when the daemon's certificate is from another
 //! CA. Certificates are generated at test time (rcgen); the listener is on 127.0.0.1 only.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
-use tokio::sync::oneshot;
-use ulvs_control::{ControlService, EngineBackend, TcpOptions, bind_tcp};
-use ulvs_engine::{Engine, EngineOptions};
+use ulvs_testkit::{Daemon, Pki, engine_backend};
 
 const TOKEN: &str = "ulvsadm-test-token-42";
 
-/// A CA that signs leaf certificates.
-struct Pki {
-    ca_pem: String,
-    issuer: CertifiedIssuer<'static, KeyPair>,
+/// The control service on a TLS listener that wants a client certificate from `pki` and the
+/// token, stopped on drop; and, in its directory, the files ulvsadm needs.
+fn start(pki: &Pki) -> Result<Daemon> {
+    let d = Daemon::tcp(engine_backend(), pki.tcp_options(Some(TOKEN))?)?;
+    let client = pki.client_leaf("ulvsadm")?;
+    let other = Pki::new("another CA")?;
+    for (name, text) in [
+        ("ca.pem", pki.ca_pem.as_str()),
+        ("other-ca.pem", other.ca_pem.as_str()),
+        ("client.pem", client.cert_pem.as_str()),
+        ("client.key", client.key_pem.as_str()),
+        ("token", &format!("{TOKEN}\n")),
+        ("wrong-token", "not-the-token\n"),
+    ] {
+        std::fs::write(d.dir().join(name), text).with_context(|| format!("write {name}"))?;
+    }
+    Ok(d)
 }
 
-impl Pki {
-    fn new(name: &str) -> Result<Pki> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
-        Ok(Pki {
-            ca_pem: issuer.pem(),
-            issuer,
-        })
-    }
-
-    /// A certificate and key (PEM) for `names`.
-    fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<(String, String)> {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok((cert.pem(), key.serialize_pem()))
-    }
-}
-
-/// The control service on a TLS listener that wants a client certificate and the token,
-/// stopped on drop; and the files ulvsadm needs, in a temporary directory.
-struct Daemon {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    runtime: tokio::runtime::Runtime,
-    server: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Daemon {
-    fn start(pki: &Pki) -> Result<Daemon> {
-        let dir = tempfile::tempdir().context("temp dir")?;
-        let (server_cert, server_key) = pki.leaf(
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )?;
-        let (client_cert, client_key) =
-            pki.leaf(&["ulvsadm"], ExtendedKeyUsagePurpose::ClientAuth)?;
-        let other = Pki::new("another CA")?;
-        for (name, text) in [
-            ("ca.pem", pki.ca_pem.as_str()),
-            ("other-ca.pem", other.ca_pem.as_str()),
-            ("client.pem", client_cert.as_str()),
-            ("client.key", client_key.as_str()),
-            ("token", &format!("{TOKEN}\n")),
-            ("wrong-token", "not-the-token\n"),
-        ] {
-            std::fs::write(dir.path().join(name), text).with_context(|| format!("write {name}"))?;
-        }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .context("runtime")?;
-        let engine = Arc::new(Engine::new(EngineOptions {
-            max_connections: 1024,
-            shards: 2,
-            hash_seed: 1,
-        }));
-        let service = ControlService::new(EngineBackend::new(engine, 4096));
-        // Once bound, connections queue until serve runs: no waiting needed.
-        let listener = runtime
-            .block_on(bind_tcp(
-                "127.0.0.1:0".parse()?,
-                TcpOptions {
-                    cert_pem: server_cert.into_bytes(),
-                    key_pem: server_key.into_bytes(),
-                    client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),
-                    token: Some(TOKEN.to_owned()),
-                },
-            ))
-            .context("bind the TCP listener")?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = runtime.spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = listener.serve(service, shutdown).await {
-                eprintln!("control service failed: {e}");
-            }
-        });
-        Ok(Daemon {
-            dir,
-            addr,
-            stop: Some(stop),
-            runtime,
-            server: Some(server),
-        })
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = self.runtime.block_on(server);
-        }
-    }
+fn url(d: &Daemon) -> String {
+    format!("https://{}", d.addr())
 }
 
 /// Runs ulvsadm with `connection` options and then `args`.
@@ -159,7 +53,7 @@ fn opts(d: &Daemon, url: &str, files: &[(&str, &str)]) -> Vec<String> {
     let mut v = vec!["--server".to_string(), url.to_string()];
     for (flag, file) in files {
         v.push((*flag).to_string());
-        v.push(path_text(&d.file(file)));
+        v.push(path_text(&d.dir().join(file)));
     }
     v
 }
@@ -178,8 +72,8 @@ const FULL: &[(&str, &str)] = &[
 #[test]
 fn ulvsadm_drives_the_daemon_over_tls_with_a_client_certificate_and_token() -> Result<()> {
     let pki = Pki::new("ulvs test CA")?;
-    let d = Daemon::start(&pki)?;
-    let full = opts(&d, &d.url(), FULL);
+    let d = start(&pki)?;
+    let full = opts(&d, &url(&d), FULL);
     for args in [
         "-A -t 198.18.1.1:80 -s rr",
         "-a -t 198.18.1.1:80 -r 198.19.0.11:8080 -m -w 3 -x 100 -y 50",
@@ -212,7 +106,7 @@ fn ulvsadm_drives_the_daemon_over_tls_with_a_client_certificate_and_token() -> R
         text(&out.stderr)
     );
     // The name in the URL is checked against the certificate too.
-    let by_name = opts(&d, &format!("https://localhost:{}", d.addr.port()), FULL);
+    let by_name = opts(&d, &format!("https://localhost:{}", d.addr().port()), FULL);
     let out = ulvsadm(&by_name, "-L --timeout -o json")?;
     ensure!(out.status.success(), "{}", text(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
@@ -246,8 +140,8 @@ fn refused(out: &Output, want: &str) -> Result<()> {
 #[test]
 fn ulvsadm_is_refused_without_token_certificate_or_the_right_ca() -> Result<()> {
     let pki = Pki::new("ulvs test CA")?;
-    let d = Daemon::start(&pki)?;
-    let url = d.url();
+    let d = start(&pki)?;
+    let url = url(&d);
     let with = |files: &[(&str, &str)]| opts(&d, &url, files);
 
     // No token, or the wrong one: the API refuses the call.
