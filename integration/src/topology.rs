@@ -13,8 +13,8 @@
 //! forwarding sysctls are `ulvsd`'s job (`--configure-sysctls`), so the tests check them for real.
 //! Each rig has its own namespaces, TUN and control socket, so rigs can run side by side.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use anyhow::{Context, Result, ensure};
 use crate::client::{self, Reply};
 use crate::netns::{Netns, veth};
 use crate::process::Spawned;
-use crate::{Bins, run_cmd, wait_until};
+use crate::{Bins, run_cmd, start_testserver, wait_until};
 
 /// The client's address.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -124,6 +124,31 @@ impl RealServer {
     pub fn udp(&self) -> String {
         format!("{}:{RS_UDP_PORT}", self.addr)
     }
+
+    /// Starts its `ulvs-testserver` on the TCP and UDP ports of its IPv4 address, or of its
+    /// IPv6 one with `v6`, logged as `{name}-{what}`, and waits until it listens.
+    fn start_testserver(
+        &self,
+        bins: &Bins,
+        v6: bool,
+        what: &str,
+        log_dir: &Path,
+    ) -> Result<Spawned> {
+        let ip = if v6 {
+            IpAddr::V6(self.addr6())
+        } else {
+            IpAddr::V4(self.addr)
+        };
+        start_testserver(
+            bins,
+            &self.ns,
+            &self.name,
+            &format!("{}-{what}", self.name),
+            Some(SocketAddr::new(ip, RS_TCP_PORT)),
+            Some(SocketAddr::new(ip, RS_UDP_PORT)),
+            log_dir,
+        )
+    }
 }
 
 /// The reference NAT rig. Dropping it stops `ulvsd` (SIGTERM), the test servers, and removes all
@@ -192,18 +217,8 @@ impl NatRig {
             bins,
             dir,
         };
-        for i in 0..rig.servers.len() {
-            let rs = &rig.servers[i];
-            let mut cmd = rs.ns.command(&rig.bins.testserver);
-            cmd.arg("--name")
-                .arg(&rs.name)
-                .arg("--tcp")
-                .arg(rs.tcp())
-                .arg("--udp")
-                .arg(rs.udp());
-            let label = format!("{}-testserver", rs.name);
-            let mut proc = Spawned::start(&label, cmd, rig.dir.path())?;
-            proc.wait_for_output("ready", READY_TIMEOUT)?;
+        for rs in &rig.servers {
+            let proc = rs.start_testserver(&rig.bins, false, "testserver", rig.dir.path())?;
             rig.server_procs.push(proc);
         }
         Ok(rig)
@@ -222,18 +237,12 @@ impl NatRig {
     /// waits until it is listening.
     pub fn start_server(&mut self, i: usize) -> Result<()> {
         ensure!(i < self.server_procs.len(), "no real server {i}");
-        let rs = &self.servers[i];
-        let mut cmd = rs.ns.command(&self.bins.testserver);
-        cmd.arg("--name")
-            .arg(&rs.name)
-            .arg("--tcp")
-            .arg(rs.tcp())
-            .arg("--udp")
-            .arg(rs.udp());
-        let label = format!("{}-testserver-restarted", rs.name);
-        let mut proc = Spawned::start(&label, cmd, self.dir.path())?;
-        proc.wait_for_output("ready", READY_TIMEOUT)?;
-        self.server_procs[i] = proc;
+        self.server_procs[i] = self.servers[i].start_testserver(
+            &self.bins,
+            false,
+            "testserver-restarted",
+            self.dir.path(),
+        )?;
         Ok(())
     }
 
@@ -252,16 +261,7 @@ impl NatRig {
             rs.ns.default_route6(DIRECTOR_RS_ADDR6)?;
         }
         for rs in &self.servers {
-            let mut cmd = rs.ns.command(&self.bins.testserver);
-            cmd.arg("--name")
-                .arg(&rs.name)
-                .arg("--tcp")
-                .arg(rs.tcp6())
-                .arg("--udp")
-                .arg(rs.udp6());
-            let label = format!("{}-testserver6", rs.name);
-            let mut proc = Spawned::start(&label, cmd, self.dir.path())?;
-            proc.wait_for_output("ready", READY_TIMEOUT)?;
+            let proc = rs.start_testserver(&self.bins, true, "testserver6", self.dir.path())?;
             self.server6_procs.push(proc);
         }
         Ok(())
