@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use etherparse::PacketBuilder;
+use etherparse::{PacketBuilder, PacketBuilderStep, TcpHeader};
 use ulvs_engine::{
     Config, DestConfig, Engine, EngineOptions, ForwardMethod, PacketBuf, Protocol, SchedulerKind,
     ServiceConfig, ServiceKey, StatsSnapshot, Timestamp, Verdict,
@@ -39,7 +39,16 @@ pub fn tcp(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1000, 65535);
+    tcp_segment(
+        PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, 1000, 65535),
+        flags,
+        payload,
+    )
+}
+
+/// Sets `flags` (any of SYN, ACK with ack number 2000, FIN, RST, PSH) on a TCP builder over
+/// IPv4 or IPv6 and writes the packet.
+fn tcp_segment(mut b: PacketBuilderStep<TcpHeader>, flags: u8, payload: &[u8]) -> Vec<u8> {
     if flags & SYN != 0 {
         b = b.syn();
     }
@@ -228,25 +237,11 @@ pub fn sa6(ip: &str, port: u16) -> SocketAddr {
 
 /// An IPv6 TCP segment with checksums computed from scratch by etherparse.
 pub fn tcp6(src: &str, sport: u16, dst: &str, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut b = PacketBuilder::ipv6(v6(src), v6(dst), 64).tcp(sport, dport, 1000, 65535);
-    if flags & SYN != 0 {
-        b = b.syn();
-    }
-    if flags & ACK != 0 {
-        b = b.ack(2000);
-    }
-    if flags & FIN != 0 {
-        b = b.fin();
-    }
-    if flags & RST != 0 {
-        b = b.rst();
-    }
-    if flags & PSH != 0 {
-        b = b.psh();
-    }
-    let mut out = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut out, payload).expect("build tcp6");
-    out
+    tcp_segment(
+        PacketBuilder::ipv6(v6(src), v6(dst), 64).tcp(sport, dport, 1000, 65535),
+        flags,
+        payload,
+    )
 }
 
 /// An IPv6 UDP datagram with checksums computed from scratch by etherparse.
