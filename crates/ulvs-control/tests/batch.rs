@@ -8,9 +8,10 @@ use anyhow::{Context, Result};
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use ulvs_control::{ControlService, EngineBackend};
-use ulvs_engine::{Engine, EngineOptions, PacketBuf, Timestamp, Verdict};
+use ulvs_engine::{Engine, EngineOptions, Verdict};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_server::Ulvs;
+use ulvs_testkit::{process, syn};
 
 type Svc = ControlService<EngineBackend>;
 
@@ -431,17 +432,6 @@ async fn watch_streams_initial_state_and_changes() -> Result<()> {
     Ok(())
 }
 
-/// Builds an IPv4 TCP SYN from `client` to `vip:port`.
-fn syn(client: [u8; 4], vip: [u8; 4], port: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    etherparse::PacketBuilder::ipv4(client, vip, 64)
-        .tcp(40000, port, 1, 64240)
-        .syn()
-        .write(&mut out, &[])
-        .expect("build SYN");
-    out
-}
-
 #[tokio::test]
 async fn watch_reports_real_server_overload() -> Result<()> {
     use pb::watch_event::Event;
@@ -469,11 +459,11 @@ async fn watch_reports_real_server_overload() -> Result<()> {
         .await?
         .into_inner();
     // Watch took the first state sample before returning: the change below is reported.
-    let pkt = syn([198, 18, 2, 1], [198, 18, 0, 10], 80);
-    let len = pkt.len();
-    let mut buf = vec![0u8; 64 + len];
-    buf[64..].copy_from_slice(&pkt);
-    let verdict = engine.process(Timestamp(1), &mut PacketBuf::new(&mut buf, 64, len));
+    let verdict = process(
+        &engine,
+        1,
+        &syn([198, 18, 2, 1], 40000, [198, 18, 0, 10], 80),
+    );
     assert_eq!(verdict, Verdict::Forward);
 
     match next_event(&mut stream).await? {

@@ -8,10 +8,10 @@ use anyhow::{Context, Result};
 use tonic::Code;
 use tonic::transport::Channel;
 use ulvs_control::EngineBackend;
-use ulvs_engine::{Engine, EngineOptions, PacketBuf, Timestamp, Verdict};
+use ulvs_engine::{Engine, EngineOptions, Timestamp, Verdict};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
-use ulvs_testkit::Server;
+use ulvs_testkit::{Server, process};
 
 const TABLE: usize = 5000;
 
@@ -66,12 +66,6 @@ fn tcp(sport: u16, syn: bool) -> Vec<u8> {
     let mut out = Vec::new();
     b.write(&mut out, &[]).expect("build");
     out
-}
-
-fn send(e: &Engine, now: u64, p: &[u8]) -> Verdict {
-    let mut buf = p.to_vec();
-    let len = buf.len();
-    e.process(Timestamp(now), &mut PacketBuf::new(&mut buf, 0, len))
 }
 
 #[tokio::test]
@@ -158,12 +152,12 @@ async fn connections_stats_zero_and_rates() -> Result<()> {
     let n = 1500u16;
     for p in 0..n {
         assert_eq!(
-            send(d.engine(), 1_000, &tcp(10_000 + p, true)),
+            process(d.engine(), 1_000, &tcp(10_000 + p, true)),
             Verdict::Forward
         );
     }
     assert_eq!(
-        send(d.engine(), 1_000, &tcp(10_000, false)),
+        process(d.engine(), 1_000, &tcp(10_000, false)),
         Verdict::Forward
     );
     d.engine().expire(Timestamp(1_000));

@@ -9,10 +9,10 @@ use anyhow::{Context, Result};
 use tonic::Code;
 use tonic::transport::Channel;
 use ulvs_control::{EngineBackend, ServeError, bind_unix};
-use ulvs_engine::{Engine, EngineOptions, PacketBuf, Timestamp, Verdict};
+use ulvs_engine::{Engine, EngineOptions, Verdict};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
-use ulvs_testkit::Server;
+use ulvs_testkit::{Server, process, syn};
 
 const TABLE_SIZE: u32 = 4096;
 
@@ -181,17 +181,6 @@ async fn add_edit_delete_and_read_back() -> Result<()> {
     d.stop().await
 }
 
-/// Builds an IPv4 TCP SYN from `client` to `vip:port`.
-fn syn(client: [u8; 4], vip: [u8; 4], port: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    etherparse::PacketBuilder::ipv4(client, vip, 64)
-        .tcp(40000, port, 1, 64240)
-        .syn()
-        .write(&mut out, &[])
-        .expect("build SYN");
-    out
-}
-
 #[tokio::test]
 async fn list_services_merges_engine_counters() -> Result<()> {
     let d = start().await?;
@@ -208,13 +197,9 @@ async fn list_services_merges_engine_counters() -> Result<()> {
     .await?;
 
     // One new connection through the engine the control service configured.
-    let pkt = syn([198, 18, 2, 1], [198, 18, 0, 10], 80);
+    let pkt = syn([198, 18, 2, 1], 40000, [198, 18, 0, 10], 80);
     let len = pkt.len();
-    let mut buf = vec![0u8; 64 + len];
-    buf[64..].copy_from_slice(&pkt);
-    let verdict = d
-        .engine()
-        .process(Timestamp(1), &mut PacketBuf::new(&mut buf, 64, len));
+    let verdict = process(d.engine(), 1, &pkt);
     assert_eq!(verdict, Verdict::Forward);
 
     let services = list(&mut c).await?;

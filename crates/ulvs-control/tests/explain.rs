@@ -7,9 +7,10 @@ use anyhow::Result;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
 use ulvs_control::{ControlService, EngineBackend};
-use ulvs_engine::{Engine, EngineOptions, PacketBuf, Timestamp, Verdict};
+use ulvs_engine::{Engine, EngineOptions, Verdict};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_server::Ulvs;
+use ulvs_testkit::{process, syn};
 
 fn key(port: u32) -> pb::ServiceKey {
     pb::ServiceKey {
@@ -17,16 +18,6 @@ fn key(port: u32) -> pb::ServiceKey {
         address: "198.18.0.10".into(),
         port,
     }
-}
-
-fn syn(client: [u8; 4], sport: u16) -> Vec<u8> {
-    let mut out = Vec::new();
-    etherparse::PacketBuilder::ipv4(client, [198, 18, 0, 10], 64)
-        .tcp(sport, 80, 1, 64240)
-        .syn()
-        .write(&mut out, &[])
-        .expect("build SYN");
-    out
 }
 
 async fn setup() -> Result<(Arc<Engine>, ControlService<EngineBackend>)> {
@@ -93,11 +84,11 @@ async fn explain_schedules_then_reports_the_template() -> Result<()> {
     );
 
     // Real traffic creates the template explain predicted.
-    let pkt = syn([198, 18, 2, 1], 40000);
-    let len = pkt.len();
-    let mut buf = vec![0u8; 64 + len];
-    buf[64..].copy_from_slice(&pkt);
-    let v = engine.process(Timestamp(1), &mut PacketBuf::new(&mut buf, 64, len));
+    let v = process(
+        &engine,
+        1,
+        &syn([198, 18, 2, 1], 40000, [198, 18, 0, 10], 80),
+    );
     assert_eq!(v, Verdict::Forward);
 
     // Another host of the same /24 now hits the template.

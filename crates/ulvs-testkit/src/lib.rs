@@ -11,6 +11,7 @@
 //!   and checked with [`Server::stop`].
 //! - [`Daemon`]: the same on its own runtime, for blocking tests that run the built binaries
 //!   (`ulvsadm`, `ulvs-agent`) against it; stopped on drop.
+//! - [`syn`] and [`process`]: a packet through the engine the service configured.
 //! - [`Pki`]: a CA, its leaf certificates, and [`Pki::tcp_options`] for a listener that wants
 //!   client certificates from it.
 
@@ -30,7 +31,7 @@ use ulvs_control::{
     Backend, ControlService, EngineBackend, RequestObserver, ServeError, TcpOptions, bind_tcp,
     bind_unix,
 };
-use ulvs_engine::{Engine, EngineOptions};
+use ulvs_engine::{Engine, EngineOptions, PacketBuf, Timestamp, Verdict};
 use ulvs_proto::v1::ulvs_client::UlvsClient;
 
 /// The connection-table size [`engine_backend`] reports (`ipvsadm -L`'s `size=`).
@@ -47,12 +48,37 @@ pub fn engine_backend() -> EngineBackend {
     EngineBackend::new(engine, TABLE_SIZE)
 }
 
+/// An IPv4 TCP SYN from `client:sport` to `vip:port`, checksums computed (etherparse).
+pub fn syn(client: [u8; 4], sport: u16, vip: [u8; 4], port: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    etherparse::PacketBuilder::ipv4(client, vip, 64)
+        .tcp(sport, port, 1, 64240)
+        .syn()
+        .write(&mut out, &[])
+        .expect("an IPv4 TCP SYN always builds");
+    out
+}
+
+/// Runs one IP packet through `engine` at `now` (ms), in a buffer with 64 bytes of headroom as
+/// the dataplane gives it; the verdict.
+pub fn process(engine: &Engine, now: u64, packet: &[u8]) -> Verdict {
+    let mut buf = vec![0u8; 64 + packet.len()];
+    buf[64..].copy_from_slice(packet);
+    engine.process(
+        Timestamp(now),
+        &mut PacketBuf::new(&mut buf, 64, packet.len()),
+    )
+}
+
 /// Where a [`Server`] listens.
 #[derive(Debug)]
 enum Listen {
     Unix(PathBuf),
     Tcp(SocketAddr),
 }
+
+/// Resolves when a [`Server`] is told to stop (or dropped).
+type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The control service serving `backend`, spawned on the current tokio runtime, with a
 /// temporary directory for its socket and for whatever files a test wants next to it.
@@ -113,19 +139,12 @@ impl<B: Backend> Server<B> {
         if let Some(observer) = observer {
             bound = bound.observe(observer);
         }
-        let backend = Arc::new(backend);
-        let service = ControlService::<B>::new(backend.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(bound.serve(service, async {
-            let _ = stopped.await;
-        }));
-        Ok(Server {
+        Ok(Self::spawn(
             dir,
-            listen: Listen::Unix(socket),
+            Listen::Unix(socket),
             backend,
-            stop: Some(stop),
-            task,
-        })
+            |service, shutdown| bound.serve(service, shutdown),
+        ))
     }
 
     /// Serves over TLS on 127.0.0.1, on a port the system picks (see [`Server::addr`]).
@@ -135,19 +154,39 @@ impl<B: Backend> Server<B> {
             .await
             .context("bind the TCP listener")?;
         let addr = listener.local_addr()?;
-        let backend = Arc::new(backend);
-        let service = ControlService::<B>::new(backend.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(listener.serve(service, async {
-            let _ = stopped.await;
-        }));
-        Ok(Server {
+        Ok(Self::spawn(
             dir,
-            listen: Listen::Tcp(addr),
+            Listen::Tcp(addr),
+            backend,
+            |service, shutdown| listener.serve(service, shutdown),
+        ))
+    }
+
+    /// Spawns `serve(service over backend, shutdown signal)` on the current runtime.
+    fn spawn<F>(
+        dir: tempfile::TempDir,
+        listen: Listen,
+        backend: B,
+        serve: impl FnOnce(ControlService<B>, Shutdown) -> F,
+    ) -> Self
+    where
+        F: Future<Output = Result<(), ServeError>> + Send + 'static,
+    {
+        let backend = Arc::new(backend);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(
+            ControlService::<B>::new(backend.clone()),
+            Box::pin(async {
+                let _ = stopped.await;
+            }),
+        ));
+        Server {
+            dir,
+            listen,
             backend,
             stop: Some(stop),
             task,
-        })
+        }
     }
 
     /// The temporary directory (removed when the server is dropped).
