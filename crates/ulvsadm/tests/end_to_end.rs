@@ -1,46 +1,24 @@
 //! End to end: the real control service (engine-only backend) on a temporary unix socket, driven
 //! by the built `ulvsadm` binary through add / list / edit / delete.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use anyhow::{Context, Result, ensure};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
 use ulvs_testkit::{Daemon, engine_backend};
 
 const TITLE: &str = "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
 
-fn ulvsadm(socket: &Path, args: &str) -> Result<Output> {
-    Command::new(env!("CARGO_BIN_EXE_ulvsadm"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args.split_whitespace())
-        .env_remove("ULVS_SOCKET")
-        .output()
-        .with_context(|| format!("run ulvsadm {args}"))
-}
-
-/// Runs ulvsadm and requires success; returns stdout.
+/// Runs ulvsadm with no input and requires success; returns stdout.
 fn ok(socket: &Path, args: &str) -> Result<String> {
-    let out = ulvsadm(socket, args)?;
-    ensure!(
-        out.status.success(),
-        "ulvsadm {args} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
+    common::ok(socket, args, "")
 }
 
-/// Runs ulvsadm and requires failure with `code`; returns stderr.
+/// Runs ulvsadm with no input and requires failure with `code`; returns stderr.
 fn fails(socket: &Path, args: &str, code: i32) -> Result<String> {
-    let out = ulvsadm(socket, args)?;
-    ensure!(
-        out.status.code() == Some(code),
-        "ulvsadm {args}: expected exit {code}, got {} (stdout {:?})",
-        out.status,
-        String::from_utf8_lossy(&out.stdout)
-    );
-    Ok(String::from_utf8(out.stderr)?)
+    common::fails(socket, args, "", code)
 }
 
 fn listing(body: &str) -> String {

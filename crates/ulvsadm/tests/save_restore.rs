@@ -7,12 +7,12 @@
 //! forward yet (persistence, sh/mh flags, IPv6, direct routing) but whose rules the CLI must
 //! already save and restore in ipvsadm's format.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
 use std::sync::Mutex;
 
 use anyhow::{Context, Result, ensure};
+use common::{fails, ok};
 use ulvs_control::{Backend, BackendError, BackendInfo};
 use ulvs_engine::{Config, ConfigError, Engine, EngineOptions, StatsSnapshot};
 use ulvs_testkit::{Daemon, engine_backend};
@@ -55,48 +55,6 @@ impl Backend for ConfigBackend {
             queues: 0,
         }
     }
-}
-
-fn ulvsadm(socket: &Path, args: &str, stdin: &str) -> Result<Output> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ulvsadm"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args.split_whitespace())
-        .env_remove("ULVS_SOCKET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("run ulvsadm {args}"))?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(stdin.as_bytes())
-        .context("write stdin")?;
-    child.wait_with_output().context("wait for ulvsadm")
-}
-
-fn ok(socket: &Path, args: &str, stdin: &str) -> Result<String> {
-    let out = ulvsadm(socket, args, stdin)?;
-    ensure!(
-        out.status.success(),
-        "ulvsadm {args} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-fn fails(socket: &Path, args: &str, stdin: &str, code: i32) -> Result<String> {
-    let out = ulvsadm(socket, args, stdin)?;
-    ensure!(
-        out.status.code() == Some(code),
-        "ulvsadm {args}: expected exit {code}, got {} (stderr {:?})",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stderr)?)
 }
 
 const HEADER: &str = "IP Virtual Server version 1.2.1 (size=4096)\n";
