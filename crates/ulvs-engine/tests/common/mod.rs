@@ -7,8 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use etherparse::{PacketBuilder, PacketBuilderStep, TcpHeader};
 use ulvs_engine::{
-    Config, DestConfig, Engine, EngineOptions, ForwardMethod, PacketBuf, Protocol, SchedulerKind,
-    ServiceConfig, ServiceKey, StatsSnapshot, Timestamp, Verdict,
+    Config, Counters, DestConfig, Engine, EngineOptions, ForwardMethod, PacketBuf, Protocol,
+    SchedulerKind, ServiceConfig, ServiceKey, StatsSnapshot, Timestamp, Verdict,
 };
 
 pub const CLIENT: [u8; 4] = [198, 18, 0, 10];
@@ -152,29 +152,17 @@ pub fn flat(s: &StatsSnapshot) -> BTreeMap<String, i64> {
     let mut m = BTreeMap::new();
     for svc in &s.services {
         let k = svc.key.to_string();
-        let c = svc.counters;
-        for (n, v) in [
-            ("conns", c.conns),
-            ("in_pkts", c.in_pkts),
-            ("out_pkts", c.out_pkts),
-            ("in_bytes", c.in_bytes),
-            ("out_bytes", c.out_bytes),
-        ] {
+        for (n, v) in traffic(&svc.counters) {
             m.insert(format!("{k} {n}"), v as i64);
         }
         for d in &svc.dests {
             let dk = format!("{k} -> {}", d.addr);
-            let c = d.counters;
-            for (n, v) in [
-                ("conns", c.conns),
-                ("in_pkts", c.in_pkts),
-                ("out_pkts", c.out_pkts),
-                ("in_bytes", c.in_bytes),
-                ("out_bytes", c.out_bytes),
+            let gauges = [
                 ("active", u64::from(d.active_conns)),
                 ("inactive", u64::from(d.inactive_conns)),
                 ("persistent", u64::from(d.persistent_conns)),
-            ] {
+            ];
+            for (n, v) in traffic(&d.counters).into_iter().chain(gauges) {
                 m.insert(format!("{dk} {n}"), v as i64);
             }
         }
@@ -184,6 +172,17 @@ pub fn flat(s: &StatsSnapshot) -> BTreeMap<String, i64> {
     }
     m.insert("connections".into(), s.connections as i64);
     m
+}
+
+/// The traffic counters of a service or real server under their names in [`flat`].
+fn traffic(c: &Counters) -> [(&'static str, u64); 5] {
+    [
+        ("conns", c.conns),
+        ("in_pkts", c.in_pkts),
+        ("out_pkts", c.out_pkts),
+        ("in_bytes", c.in_bytes),
+        ("out_bytes", c.out_bytes),
+    ]
 }
 
 /// Asserts that from `before` to `after` exactly the listed counters moved, by the listed
