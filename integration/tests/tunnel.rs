@@ -77,6 +77,14 @@ fn tun_args(kind: &str) -> Vec<String> {
     let mut v = vec!["-i".to_owned(), "--tun-type".to_owned(), kind.to_owned()];
     match kind {
         "gue" => v.extend(["--tun-port".to_owned(), GUE_PORT.to_string()]),
+        "gue-remcsum" => {
+            v[2] = "gue".to_owned();
+            v.extend([
+                "--tun-port".to_owned(),
+                GUE_PORT.to_string(),
+                "--tun-remcsum".to_owned(),
+            ]);
+        }
         "gre" => v.push("--tun-csum".to_owned()),
         _ => {}
     }
@@ -108,7 +116,7 @@ fn add_service(rig: &TunRig, proto_flag: &str, kind: &str, fam: Families) -> Res
 
 /// Every real server's decapsulator dropped nothing, and together they received tunnel
 /// packets of the real servers' family only (the outer header's) and delivered them.
-fn check_decaps(rig: &mut TunRig, fam: Families) -> Result<()> {
+fn check_decaps(rig: &mut TunRig, kind: &str, fam: Families) -> Result<()> {
     let mut sum = std::collections::BTreeMap::<String, u64>::new();
     for i in 0..rig.servers.len() {
         let c = rig.decap_counters(i)?;
@@ -130,6 +138,17 @@ fn check_decaps(rig: &mut TunRig, fam: Families) -> Result<()> {
         get(want) >= delivered && get(other) == 0,
         "{fam:?}: outer family of the tunnel packets: {sum:?}"
     );
+    // With --tun-remcsum the TUN's partial checksums travel as GUE remote checksum offload and
+    // the real servers complete them; without it no packet carries the option.
+    let remcsum = get("remcsum");
+    if kind == "gue-remcsum" {
+        ensure!(
+            remcsum > 0,
+            "no packet carried remote checksum offload: {sum:?}"
+        );
+    } else {
+        ensure!(remcsum == 0, "{kind}: {sum:?}");
+    }
     Ok(())
 }
 
@@ -153,7 +172,7 @@ fn tcp_case(kind: &str, fam: Families) -> Result<()> {
     ensure!(bytes == sizes.iter().sum::<usize>(), "{bytes} bytes echoed");
     let out = out_pkts(&rig)?;
     ensure!(out == 0, "the director saw {out} reply packets");
-    check_decaps(&mut rig, fam)
+    check_decaps(&mut rig, kind, fam)
 }
 
 fn udp_case(kind: &str, fam: Families) -> Result<()> {
@@ -180,7 +199,7 @@ fn udp_case(kind: &str, fam: Families) -> Result<()> {
     }
     ensure!(seen.len() == 2, "rr used only {seen:?}");
     ensure!(out_pkts(&rig)? == 0, "replies passed the director");
-    check_decaps(&mut rig, fam)
+    check_decaps(&mut rig, kind, fam)
 }
 
 #[test]
@@ -201,6 +220,16 @@ fn gue_tcp_bulk_echo() -> Result<()> {
 #[test]
 fn gue_udp() -> Result<()> {
     udp_case("gue", V4)
+}
+
+#[test]
+fn gue_remcsum_tcp_bulk_echo() -> Result<()> {
+    tcp_case("gue-remcsum", V4)
+}
+
+#[test]
+fn gue_remcsum_udp() -> Result<()> {
+    udp_case("gue-remcsum", V4)
 }
 
 #[test]
@@ -231,6 +260,11 @@ fn gue6_tcp_bulk_echo() -> Result<()> {
 #[test]
 fn gue6_udp() -> Result<()> {
     udp_case("gue", V6)
+}
+
+#[test]
+fn gue6_remcsum_tcp_bulk_echo() -> Result<()> {
+    tcp_case("gue-remcsum", V6)
 }
 
 #[test]

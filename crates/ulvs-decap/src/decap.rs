@@ -277,6 +277,12 @@ fn gue_remcsum(gue: &[u8]) -> Result<Option<(usize, usize)>, DecapError> {
     Ok(Some((usize::from(start), usize::from(offset))))
 }
 
+/// Whether a GUE packet's header carries the remote checksum offload option (well formed or
+/// not; [`decap_gue_mut`] judges it).
+pub fn has_remcsum(gue: &[u8]) -> bool {
+    !matches!(gue_remcsum(gue), Ok(None))
+}
+
 /// Decapsulates a GUE packet as [`decap_gue`] does, and also accepts remote checksum offload
 /// (Hlen 2, flag P, private flag REMCSUM, then 16-bit `start` and `offset` from the start of
 /// the inner packet, as the ulvs engine with `--tun-remcsum` and the kernel's `fou` send it):

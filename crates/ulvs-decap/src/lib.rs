@@ -92,6 +92,9 @@ pub struct Counters {
     pub delivered: u64,
     /// Bytes of inner packets written.
     pub delivered_bytes: u64,
+    /// Of the delivered packets, GUE packets whose inner checksum was completed here (remote
+    /// checksum offload, `--tun-remcsum` on the director).
+    pub remcsum: u64,
     /// Datagrams larger than the receive buffer.
     pub truncated: u64,
     /// Writes into the TUN device that failed.
@@ -116,17 +119,18 @@ impl Counters {
 
 impl fmt::Display for Counters {
     /// One line: `received=.. received_v4=.. received_v6=.. delivered=.. delivered_bytes=..
-    /// truncated=.. tun_write_errors=.. tun_ignored=..` then every non-zero drop reason as
+    /// remcsum=.. truncated=.. tun_write_errors=.. tun_ignored=..` then every non-zero drop reason as
     /// `drop_<name>=..`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "received={} received_v4={} received_v6={} delivered={} delivered_bytes={} truncated={} tun_write_errors={} tun_ignored={}",
+            "received={} received_v4={} received_v6={} delivered={} delivered_bytes={} remcsum={} truncated={} tun_write_errors={} tun_ignored={}",
             self.received,
             self.received_v4,
             self.received_v6,
             self.delivered,
             self.delivered_bytes,
+            self.remcsum,
             self.truncated,
             self.tun_write_errors,
             self.tun_ignored
@@ -456,6 +460,7 @@ impl Decapsulator {
                 self.counters.truncated += 1;
                 continue;
             }
+            let remcsum = matches!(kind, Kind::Gue) && decap::has_remcsum(&self.buf[..n]);
             let inner = match kind {
                 Kind::RawV4 => decap::strip_outer_ipv4(&self.buf[..n])
                     .and_then(|(proto, payload)| decap::decap_ip(proto, payload, self.opts)),
@@ -468,6 +473,7 @@ impl Decapsulator {
                     Ok(_) => {
                         self.counters.delivered += 1;
                         self.counters.delivered_bytes += pkt.len() as u64;
+                        self.counters.remcsum += u64::from(remcsum);
                     }
                     Err(_) => self.counters.tun_write_errors += 1,
                 },
@@ -544,6 +550,7 @@ mod tests {
             received_v6: 2,
             delivered: 2,
             delivered_bytes: 120,
+            remcsum: 1,
             ..Counters::default()
         };
         c.drop(DecapError::ALL[0]);
@@ -551,7 +558,7 @@ mod tests {
         assert!(
             line.starts_with(
                 "received=3 received_v4=1 received_v6=2 delivered=2 delivered_bytes=120 \
-                 truncated=0 tun_write_errors=0 tun_ignored=0 drop_"
+                 remcsum=1 truncated=0 tun_write_errors=0 tun_ignored=0 drop_"
             ),
             "{line}"
         );
