@@ -20,6 +20,15 @@ use crate::run_cmd;
 /// Prefix of a rig's temporary directory, followed by the creator PID and a dash.
 pub const TEMP_DIR_PREFIX: &str = "ulvs-rig-";
 
+/// A new rig temporary directory (logs, control sockets), `<tmp>/ulvs-rig-<our PID>-XXXXXX`:
+/// removed on drop, or by the clean-up of a later run if this process dies first.
+pub fn rig_temp_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_DIR_PREFIX}{}-", std::process::id()))
+        .tempdir()
+        .context("create rig temp dir")
+}
+
 /// Parses the creator PID out of a rig namespace name, or `None` if the name is not ours.
 pub fn creator_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(NAME_PREFIX)?;

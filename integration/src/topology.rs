@@ -177,14 +177,7 @@ impl NatRig {
             (1..=MAX_SERVERS).contains(&n_servers),
             "a rig has 1 to {MAX_SERVERS} real servers, not {n_servers}"
         );
-        let dir = tempfile::Builder::new()
-            .prefix(&format!(
-                "{}{}-",
-                crate::cleanup::TEMP_DIR_PREFIX,
-                std::process::id()
-            ))
-            .tempdir()
-            .context("create rig temp dir")?;
+        let dir = crate::cleanup::rig_temp_dir()?;
 
         let client = Netns::new("client")?;
         let director = Netns::new("director")?;
