@@ -11,7 +11,7 @@ use ulvs_control::{ControlService, EngineBackend};
 use ulvs_engine::{Engine, EngineOptions, Verdict};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_server::Ulvs;
-use ulvs_testkit::{process, syn};
+use ulvs_testkit::{masq, process, syn, tcp_key as key};
 
 type Svc = ControlService<EngineBackend>;
 
@@ -26,14 +26,6 @@ fn service() -> (Svc, Arc<Engine>) {
     )
 }
 
-fn key(address: &str, port: u32) -> pb::ServiceKey {
-    pb::ServiceKey {
-        protocol: pb::Protocol::Tcp as i32,
-        address: address.into(),
-        port,
-    }
-}
-
 fn spec(address: &str, port: u32, labels: &[(&str, &str)]) -> pb::ServiceSpec {
     pb::ServiceSpec {
         key: Some(key(address, port)),
@@ -42,16 +34,6 @@ fn spec(address: &str, port: u32, labels: &[(&str, &str)]) -> pb::ServiceSpec {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
-        ..Default::default()
-    }
-}
-
-fn masq(address: &str, port: u32, weight: u32) -> pb::RealServerSpec {
-    pb::RealServerSpec {
-        address: address.into(),
-        port,
-        forward: pb::ForwardMethod::Masq as i32,
-        weight,
         ..Default::default()
     }
 }

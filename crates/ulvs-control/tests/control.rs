@@ -12,7 +12,7 @@ use ulvs_control::{EngineBackend, ServeError, bind_unix};
 use ulvs_engine::{Engine, EngineOptions, Verdict};
 use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
-use ulvs_testkit::{Server, process, syn};
+use ulvs_testkit::{Server, masq, process, syn, tcp_key as key};
 
 const TABLE_SIZE: u32 = 4096;
 
@@ -26,28 +26,10 @@ async fn start() -> Result<Server> {
     Server::unix_at(EngineBackend::new(engine, TABLE_SIZE), "run/ulvs/ulvs.sock").await
 }
 
-fn key(address: &str, port: u32) -> pb::ServiceKey {
-    pb::ServiceKey {
-        protocol: pb::Protocol::Tcp as i32,
-        address: address.into(),
-        port,
-    }
-}
-
 fn svc_spec(address: &str, port: u32, scheduler: &str) -> pb::ServiceSpec {
     pb::ServiceSpec {
         key: Some(key(address, port)),
         scheduler: scheduler.into(),
-        ..Default::default()
-    }
-}
-
-fn masq(address: &str, port: u32, weight: u32) -> pb::RealServerSpec {
-    pb::RealServerSpec {
-        address: address.into(),
-        port,
-        forward: pb::ForwardMethod::Masq as i32,
-        weight,
         ..Default::default()
     }
 }

@@ -11,6 +11,7 @@
 //!   and checked with [`Server::stop`].
 //! - [`Daemon`]: the same on its own runtime, for blocking tests that run the built binaries
 //!   (`ulvsadm`, `ulvs-agent`) against it; stopped on drop.
+//! - [`tcp_key`] and [`masq`]: API messages most tests need.
 //! - [`syn`] and [`process`]: a packet through the engine the service configured.
 //! - [`Pki`]: a CA, its leaf certificates, and [`Pki::tcp_options`] for a listener that wants
 //!   client certificates from it.
@@ -32,6 +33,7 @@ use ulvs_control::{
     bind_unix,
 };
 use ulvs_engine::{Engine, EngineOptions, PacketBuf, Timestamp, Verdict};
+use ulvs_proto::v1 as pb;
 use ulvs_proto::v1::ulvs_client::UlvsClient;
 
 /// The connection-table size [`engine_backend`] reports (`ipvsadm -L`'s `size=`).
@@ -46,6 +48,26 @@ pub fn engine_backend() -> EngineBackend {
         hash_seed: 1,
     }));
     EngineBackend::new(engine, TABLE_SIZE)
+}
+
+/// The key of the TCP service `address:port`, as the API names it.
+pub fn tcp_key(address: &str, port: u32) -> pb::ServiceKey {
+    pb::ServiceKey {
+        protocol: pb::Protocol::Tcp as i32,
+        address: address.into(),
+        port,
+    }
+}
+
+/// A masquerading (NAT) real server `address:port` with `weight`, as the API takes it.
+pub fn masq(address: &str, port: u32, weight: u32) -> pb::RealServerSpec {
+    pb::RealServerSpec {
+        address: address.into(),
+        port,
+        forward: pb::ForwardMethod::Masq as i32,
+        weight,
+        ..Default::default()
+    }
 }
 
 /// An IPv4 TCP SYN from `client:sport` to `vip:port`, checksums computed (etherparse).
