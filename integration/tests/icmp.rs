@@ -1,17 +1,23 @@
 //! End-to-end ICMP tests (needs root): ICMP errors of NAT real servers are steered into the
 //! TUN and translated for the client, while untracked ICMP of real servers (a real server
-//! pinging the client) is handed back by the engine and still flows; errors that reach the VIP
-//! about a direct-routing or tunnel real server's reply are sent on to that real server.
+//! pinging the client) is handed back by the engine and still flows; errors of a router between
+//! the director and a NAT real server (a smaller link on the way) reach the client translated,
+//! so path MTU discovery works through the director; errors that reach the VIP about a
+//! direct-routing or tunnel real server's reply are sent on to that real server.
 
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use integration::dr::tcp_bulk;
 use integration::dr::{DrRig, LAN_CLIENT, dr_vip};
-use integration::netns::Netns;
-use integration::topology::{CLIENT_ADDR, CLIENT_ADDR6, vip_udp, vip6_udp};
+use integration::netns::{Netns, veth};
+use integration::process::Spawned;
+use integration::topology::{
+    CLIENT_ADDR, CLIENT_ADDR6, RS_TCP_PORT, VIP, VIP6, vip_tcp, vip_udp, vip6_tcp, vip6_udp,
+};
 use integration::tunnel::{TUN_CLIENT, TunRig, tun_vip};
 use integration::{Bins, NatRig, require_root, wait_until};
 
@@ -215,6 +221,123 @@ fn nat_real_server_icmp_errors_are_translated_and_its_pings_still_flow() -> Resu
             .run(|| ping(client, Duration::from_secs(10)))?
             .with_context(|| format!("real server pings {client}\n{}", rig.diagnostics()))?;
     }
+    Ok(())
+}
+
+/// The router's address on the far real server's link.
+const FAR_NET_HOP: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// The far real server's address.
+const FAR: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
+/// The router's IPv6 address on the far link.
+const FAR_NET_HOP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 2, 0, 0, 0, 1);
+/// The far real server's IPv6 address.
+const FAR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 2, 0, 0, 0, 2);
+/// The MTU of the link between the router and the far real server.
+const SMALL_MTU: &str = "1400";
+
+/// A NAT real server behind a router: rs1 of the rig becomes the router, and the real server
+/// sits on a 1400-byte link behind it. The real server advertises a full-sized MSS (`advmss`),
+/// so the client sends 1500-byte DF segments; the router answers them with FRAG_NEEDED /
+/// Packet Too Big 1400 from its own address, quoting client -> real server. The director
+/// steers it into the TUN by the `iif br0 ipproto icmp` rule (the source is the router, not
+/// the real server), and the engine sends it on to the client from the VIP quoting
+/// client -> VIP. The client caches MTU 1400 for the VIP and the echo transfer completes, over
+/// IPv4 and IPv6. The router's own pings to the client and the client's pings of the router
+/// are steered too, handed back and answered.
+#[test]
+fn errors_from_a_router_before_a_nat_real_server_reach_the_client() -> Result<()> {
+    require_root()?;
+    let bins = Bins::from_env()?;
+    let mut rig = NatRig::with_ulvsd(bins.clone(), 1)?;
+    rig.enable_ipv6()?;
+    let hop = &rig.servers[0].ns;
+    let far = Netns::new("far")?;
+    veth(hop, "far0", &far, "eth0")?;
+    hop.ip(&["link", "set", "far0", "mtu", SMALL_MTU])?;
+    far.ip(&["link", "set", "eth0", "mtu", SMALL_MTU])?;
+    hop.add_addr("far0", FAR_NET_HOP, 24)?;
+    hop.add_addr6("far0", FAR_NET_HOP6, 64)?;
+    far.add_addr("eth0", FAR, 24)?;
+    far.add_addr6("eth0", FAR6, 64)?;
+    // The far server announces the MSS of a 1500-byte path, as a server on a bigger LAN would.
+    let hop_v4 = FAR_NET_HOP.to_string();
+    far.ip(&["route", "add", "default", "via", &hop_v4, "advmss", "1460"])?;
+    let hop_v6 = FAR_NET_HOP6.to_string();
+    far.ip(&[
+        "-6", "route", "add", "default", "via", &hop_v6, "advmss", "1440",
+    ])?;
+    hop.sysctl("net/ipv4/ip_forward", "1")?;
+    hop.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+    // Before the real servers are added, so ulvsd finds br0 as their interface.
+    let via = rig.servers[0].addr.to_string();
+    rig.director
+        .ip(&["route", "add", "198.18.2.0/24", "via", &via])?;
+    let via6 = rig.servers[0].addr6().to_string();
+    rig.director
+        .ip(&["-6", "route", "add", "fd00:1b5:0:2::/64", "via", &via6])?;
+    let mut servers = Vec::new();
+    for (label, tcp) in [
+        ("far-testserver", format!("{FAR}:{RS_TCP_PORT}")),
+        ("far-testserver6", format!("[{FAR6}]:{RS_TCP_PORT}")),
+    ] {
+        let mut cmd = far.command(&bins.testserver);
+        cmd.args(["--name", "far", "--tcp", &tcp]);
+        let mut server = Spawned::start(label, cmd, rig.dir())?;
+        server.wait_for_output("ready", Duration::from_secs(30))?;
+        servers.push(server);
+    }
+    let logs = |servers: &[Spawned]| {
+        servers.iter().map(Spawned::logs).collect::<String>() + &rig.diagnostics()
+    };
+    for (vip, rs, vip_ip) in [
+        (vip_tcp(), format!("{FAR}:{RS_TCP_PORT}"), IpAddr::V4(VIP)),
+        (
+            vip6_tcp(),
+            format!("[{FAR6}]:{RS_TCP_PORT}"),
+            IpAddr::V6(VIP6),
+        ),
+    ] {
+        let v = vip.to_string();
+        rig.ulvsadm(&["-A", "-t", &v, "-s", "rr"])?;
+        rig.ulvsadm(&["-a", "-t", &v, "-r", &rs, "-m"])?;
+        let (name, _, n) = rig
+            .client
+            .run(|| tcp_bulk(vip, 40_000, Duration::from_secs(10)))?
+            .with_context(|| format!("bulk transfer to {vip}\n{}", logs(&servers)))?;
+        ensure!(name == "far" && n == 40_000, "{name} echoed {n} bytes");
+        let route = rig.client.ip(&["route", "get", &vip_ip.to_string()])?;
+        ensure!(
+            route.contains(&format!("mtu {SMALL_MTU}")),
+            "the client did not learn the router's MTU for {vip_ip}: {route}\n{}",
+            logs(&servers)
+        );
+    }
+    let rules = rig.director.ip(&["rule", "show"])?;
+    ensure!(
+        rules.contains("iif br0 ipproto icmp"),
+        "no per-interface ICMP rule:\n{rules}"
+    );
+    let rules6 = rig.director.ip(&["-6", "rule", "show"])?;
+    ensure!(
+        rules6.contains("iif br0 ipproto ipv6-icmp"),
+        "no per-interface ICMPv6 rule:\n{rules6}"
+    );
+    // Untracked ICMP through the steering rule: both ways, both families.
+    let router = [
+        IpAddr::V4(rig.servers[0].addr),
+        IpAddr::V6(rig.servers[0].addr6()),
+    ];
+    for client in [IpAddr::V4(CLIENT_ADDR), IpAddr::V6(CLIENT_ADDR6)] {
+        hop.run(|| ping(client, Duration::from_secs(10)))?
+            .with_context(|| format!("the router pings {client}\n{}", logs(&servers)))?;
+    }
+    for r in router {
+        rig.client
+            .run(|| ping(r, Duration::from_secs(10)))?
+            .with_context(|| format!("the client pings the router at {r}\n{}", logs(&servers)))?;
+    }
+    drop(servers);
+    drop(far);
     Ok(())
 }
 

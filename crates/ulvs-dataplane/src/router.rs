@@ -9,17 +9,23 @@
 //!   `from RS/32 iif <dev the RS is reached through> ipproto <proto> sport <port> lookup <table>`
 //!   (no `sport` when the real server's port is 0), so that only the real server's service
 //!   replies are steered; packets ulvsd writes back arrive with `iif <tun>` and never match;
-//! - per NAT real server, a policy rule
-//!   `from RS/32 iif <dev> ipproto icmp` (`ipv6-icmp` for IPv6) `lookup <table>`, so that ICMP
-//!   errors a real server sends about a NAT connection (port unreachable, fragmentation needed,
-//!   packet too big) reach the engine, which translates them for the client. A rule cannot
-//!   match ICMP types, so every ICMP message of the real server is steered: the engine hands
-//!   back the ones that belong to no connection (an echo request to the client, an echo reply)
-//!   as [`ulvs_engine::Verdict::Pass`], the worker writes them back into the TUN unchanged, and
-//!   the kernel forwards them (they re-enter with `iif <tun>`, so they do not match again;
-//!   `rp_filter` is off on the TUN, which the prerequisite check enforces). Messages to the
-//!   director's own addresses (and IPv6 neighbour discovery) never reach the rule: the `local`
-//!   table is looked up first;
+//! - per interface that NAT real servers are reached through, and per address family of those
+//!   real servers, a policy rule `iif <dev> ipproto icmp` (`ipv6-icmp` for IPv6)
+//!   `lookup <table>`, so that ICMP errors about a NAT connection reach the engine, which
+//!   translates them for the client: the real server's own (port unreachable) and those of any
+//!   router between the director and the real server (fragmentation needed / packet too big
+//!   because a link on the way is smaller, time exceeded, host unreachable), whose source is
+//!   the router's address, so a `from RS` match would miss them. A rule cannot match ICMP
+//!   types, so every ICMP message forwarded in through that interface is steered: the engine
+//!   hands back the ones that belong to no connection (a real server or router pinging the
+//!   client, an echo reply) as [`ulvs_engine::Verdict::Pass`], the worker writes them back into
+//!   the TUN unchanged, and the kernel forwards them (they re-enter with `iif <tun>`, so they
+//!   do not match again; `rp_filter` is off on the TUN, which the prerequisite check enforces).
+//!   Messages to the director's own addresses (pings of the director, errors about its own
+//!   packets such as the tunnel hop errors its ICMP watcher reads, IPv6 neighbour discovery,
+//!   broadcast and multicast) never reach the rule: the `local` table (priority 0) is looked
+//!   up first. Errors about FULLNAT connections need no rule: they are addressed to a local
+//!   address, which is routed into the TUN;
 //! - per address family that has such a rule, `default dev <tun>` in the ulvs table.
 //!
 //! Every route and rule carries the router's own protocol id ([`RouterOptions::protocol`]), so
@@ -107,19 +113,23 @@ pub struct ReplyRule {
     pub sport: Option<u16>,
 }
 
-/// A policy rule that steers a NAT real server's ICMP messages into the TUN.
+/// A policy rule that steers the ICMP messages forwarded in through an interface that NAT real
+/// servers are reached through into the TUN: `iif <dev> ipproto icmp` (or `ipv6-icmp`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IcmpRule {
-    /// The real server's address (matched as a host prefix).
-    pub source: IpAddr,
-    /// The interface the real server is reached through.
+    /// The address family (ICMP for IPv4, ICMPv6 for IPv6).
+    pub family: Family,
+    /// The interface the real servers are reached through.
     pub iif: String,
 }
 
 impl IcmpRule {
     /// ICMP for IPv4, ICMPv6 for IPv6.
     fn ip_protocol(&self) -> u8 {
-        if self.source.is_ipv4() { 1 } else { 58 }
+        match self.family {
+            Family::V4 => 1,
+            Family::V6 => 58,
+        }
     }
 }
 
@@ -131,8 +141,8 @@ pub enum Entry {
     TableDefault(Family),
     /// A reply-steering policy rule.
     Rule(ReplyRule),
-    /// An ICMP-steering policy rule for a NAT real server: `from RS iif <dev> ipproto icmp`
-    /// (or `ipv6-icmp`).
+    /// An ICMP-steering policy rule for an interface NAT real servers are reached through:
+    /// `iif <dev> ipproto icmp` (or `ipv6-icmp`).
     IcmpRule(IcmpRule),
     /// `LADDR/32` (or `/128`) `dev <tun>` in table main: a FULLNAT local address (reply path,
     /// so installed before the VIP routes).
@@ -161,16 +171,11 @@ impl fmt::Display for Entry {
                 Ok(())
             }
             Entry::IcmpRule(r) => {
-                let (len, proto) = if r.source.is_ipv4() {
-                    (32, "icmp")
-                } else {
-                    (128, "ipv6-icmp")
+                let proto = match r.family {
+                    Family::V4 => "icmp",
+                    Family::V6 => "ipv6-icmp",
                 };
-                write!(
-                    f,
-                    "rule from {}/{len} iif {} ipproto {proto}",
-                    r.source, r.iif
-                )
+                write!(f, "rule iif {} ipproto {proto}", r.iif)
             }
             Entry::VipRoute(ip) | Entry::LocalRoute(ip) => {
                 let len = if ip.is_ipv4() { 32 } else { 128 };
@@ -239,7 +244,7 @@ pub fn desired_entries(
             let iif = ifaces.get(&ip).ok_or(RouterError::NoRoute(ip))?;
             out.insert(Entry::TableDefault(Family::of(ip)));
             out.insert(Entry::IcmpRule(IcmpRule {
-                source: ip,
+                family: Family::of(ip),
                 iif: iif.clone(),
             }));
             out.insert(Entry::Rule(ReplyRule {
@@ -329,7 +334,7 @@ fn entry_rule_message(entry: &Entry, opts: &RouterOptions) -> Option<RuleMessage
     match entry {
         Entry::Rule(r) => Some(rule_message(r, opts)),
         Entry::IcmpRule(r) => {
-            let mut msg = base_rule_message(r.source, &r.iif, opts);
+            let mut msg = base_rule_message(r.family, None, &r.iif, opts);
             msg.attributes
                 .push(RuleAttribute::IpProtocol(IpProtocol::from(r.ip_protocol())));
             Some(msg)
@@ -340,7 +345,7 @@ fn entry_rule_message(entry: &Entry, opts: &RouterOptions) -> Option<RuleMessage
 
 /// Builds the netlink rule message for a reply rule.
 fn rule_message(rule: &ReplyRule, opts: &RouterOptions) -> RuleMessage {
-    let mut msg = base_rule_message(rule.source, &rule.iif, opts);
+    let mut msg = base_rule_message(Family::of(rule.source), Some(rule.source), &rule.iif, opts);
     msg.attributes
         .push(RuleAttribute::IpProtocol(IpProtocol::from(
             rule.protocol.number(),
@@ -355,15 +360,24 @@ fn rule_message(rule: &ReplyRule, opts: &RouterOptions) -> RuleMessage {
     msg
 }
 
-/// The part of a steering rule every kind shares: `from SOURCE iif IIF lookup <table>` with
-/// our priority and protocol id.
-fn base_rule_message(source: IpAddr, iif: &str, opts: &RouterOptions) -> RuleMessage {
+/// The part of a steering rule every kind shares: `[from SOURCE] iif IIF lookup <table>` with
+/// our priority and protocol id (a source is matched as a host prefix).
+fn base_rule_message(
+    family: Family,
+    source: Option<IpAddr>,
+    iif: &str,
+    opts: &RouterOptions,
+) -> RuleMessage {
     let mut msg = RuleMessage::default();
-    msg.header.family = match source {
-        IpAddr::V4(_) => rtnetlink::packet_route::AddressFamily::Inet,
-        IpAddr::V6(_) => rtnetlink::packet_route::AddressFamily::Inet6,
+    msg.header.family = match family {
+        Family::V4 => rtnetlink::packet_route::AddressFamily::Inet,
+        Family::V6 => rtnetlink::packet_route::AddressFamily::Inet6,
     };
-    msg.header.src_len = if source.is_ipv4() { 32 } else { 128 };
+    msg.header.src_len = match source {
+        Some(IpAddr::V4(_)) => 32,
+        Some(IpAddr::V6(_)) => 128,
+        None => 0,
+    };
     msg.header.action = RuleAction::ToTable;
     if opts.table > 255 {
         msg.header.table = RouteHeader::RT_TABLE_UNSPEC;
@@ -372,7 +386,9 @@ fn base_rule_message(source: IpAddr, iif: &str, opts: &RouterOptions) -> RuleMes
     }
     let a = &mut msg.attributes;
     a.push(RuleAttribute::Table(opts.table));
-    a.push(RuleAttribute::Source(source));
+    if let Some(source) = source {
+        a.push(RuleAttribute::Source(source));
+    }
     a.push(RuleAttribute::Iifname(iif.to_owned()));
     a.push(RuleAttribute::Priority(opts.rule_priority));
     a.push(RuleAttribute::Protocol(RouteProtocol::from(opts.protocol)));
@@ -731,9 +747,9 @@ mod tests {
         })
     }
 
-    fn icmp_rule(src: &str, iif: &str) -> Entry {
+    fn icmp_rule(family: Family, iif: &str) -> Entry {
         Entry::IcmpRule(IcmpRule {
-            source: ip(src),
+            family,
             iif: iif.to_owned(),
         })
     }
@@ -779,8 +795,8 @@ mod tests {
             rule("198.18.2.2", "veth-rs1", Protocol::Tcp, Some(8080)),
             rule("198.18.3.2", "veth-rs2", Protocol::Tcp, Some(80)),
             rule("198.18.2.2", "veth-rs1", Protocol::Udp, Some(53)),
-            icmp_rule("198.18.2.2", "veth-rs1"),
-            icmp_rule("198.18.3.2", "veth-rs2"),
+            icmp_rule(Family::V4, "veth-rs1"),
+            icmp_rule(Family::V4, "veth-rs2"),
             Entry::VipRoute(ip("198.18.100.1")),
             Entry::VipRoute(ip("198.18.100.2")),
         ]
@@ -810,7 +826,7 @@ mod tests {
         let expected: BTreeSet<Entry> = [
             Entry::TableDefault(Family::V6),
             rule("fd00:1b5:2::2", "eth1", Protocol::Tcp, None),
-            icmp_rule("fd00:1b5:2::2", "eth1"),
+            icmp_rule(Family::V6, "eth1"),
             Entry::VipRoute(ip("fd00:1b5::100")),
         ]
         .into_iter()
@@ -819,6 +835,45 @@ mod tests {
         assert_eq!(
             masq_dest_addrs(&cfg),
             [ip("fd00:1b5:2::2")].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn icmp_rules_are_per_interface_and_family() {
+        let cfg = Config {
+            services: vec![
+                service(
+                    Protocol::Tcp,
+                    "198.18.100.1:80",
+                    vec![
+                        dest("198.18.1.11:8080", ForwardMethod::Masq),
+                        dest("198.18.2.2:8080", ForwardMethod::Masq),
+                    ],
+                ),
+                service(
+                    Protocol::Udp,
+                    "[fd00:1b5::100]:53",
+                    vec![dest("[fd00:1b5:1::11]:53", ForwardMethod::Masq)],
+                ),
+            ],
+        };
+        // 198.18.2.2 sits behind a router reached through br0 as well.
+        let set = desired_entries(
+            &cfg,
+            &ifaces(&[
+                ("198.18.1.11", "br0"),
+                ("198.18.2.2", "br0"),
+                ("fd00:1b5:1::11", "br0"),
+            ]),
+        )
+        .unwrap();
+        let icmp: Vec<&Entry> = set
+            .iter()
+            .filter(|e| matches!(e, Entry::IcmpRule(_)))
+            .collect();
+        assert_eq!(
+            icmp,
+            vec![&icmp_rule(Family::V4, "br0"), &icmp_rule(Family::V6, "br0")]
         );
     }
 
@@ -948,16 +1003,31 @@ mod tests {
                 .any(|a| matches!(a, RouteAttribute::Destination(_)))
         );
         assert!(route_message(&Entry::Rule(r), &opts).is_none());
-        for (src, proto) in [
-            ("198.18.2.2", IpProtocol::Icmp),
-            ("fd00:1b5:2::2", IpProtocol::from(58)),
+        for (family, af, proto) in [
+            (
+                Family::V4,
+                rtnetlink::packet_route::AddressFamily::Inet,
+                IpProtocol::Icmp,
+            ),
+            (
+                Family::V6,
+                rtnetlink::packet_route::AddressFamily::Inet6,
+                IpProtocol::from(58),
+            ),
         ] {
-            let e = icmp_rule(src, "veth1");
+            let e = icmp_rule(family, "veth1");
             assert!(route_message(&e, &opts).is_none());
             let m = entry_rule_message(&e, &opts).unwrap();
             assert_eq!(m.header.action, RuleAction::ToTable);
+            assert_eq!(m.header.family, af);
+            // Any source: a router between the director and the real server has its own.
+            assert_eq!(m.header.src_len, 0);
+            assert!(
+                !m.attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::Source(_)))
+            );
             for attr in [
-                RuleAttribute::Source(ip(src)),
                 RuleAttribute::Iifname("veth1".into()),
                 RuleAttribute::IpProtocol(proto),
                 RuleAttribute::Protocol(RouteProtocol::from(0x75)),
@@ -979,8 +1049,12 @@ mod tests {
             "rule from 198.18.2.2/32 iif veth1 ipproto tcp sport 80"
         );
         assert_eq!(
-            icmp_rule("fd00:1b5:2::2", "eth1").to_string(),
-            "rule from fd00:1b5:2::2/128 iif eth1 ipproto ipv6-icmp"
+            icmp_rule(Family::V6, "eth1").to_string(),
+            "rule iif eth1 ipproto ipv6-icmp"
+        );
+        assert_eq!(
+            icmp_rule(Family::V4, "br0").to_string(),
+            "rule iif br0 ipproto icmp"
         );
         assert_eq!(
             Entry::VipRoute(ip("fd00:1b5::1")).to_string(),

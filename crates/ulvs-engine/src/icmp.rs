@@ -12,6 +12,18 @@
 //!   error from the real-server side goes to the client, from the virtual address. Errors are
 //!   rare, so the ICMP checksum is computed whole rather than patched. They are not counted in
 //!   the connection's traffic counters.
+//! - **Who sent an error does not matter**, only what it quotes: an error from a router between
+//!   the director and a NAT or FULLNAT real server (FRAG_NEEDED / Packet Too Big because a link
+//!   on the way is smaller, time exceeded, host unreachable) has the router's source address
+//!   and quotes the packet the director sent to the real server (client or local address to
+//!   the real server), exactly as the real server's own errors do; it is translated the same
+//!   way and reaches the client from the virtual address, since IPVS's `ip_vs_out_icmp`
+//!   (through `ip_vs_nat_icmp`) also replaces the outer source of errors going out to the
+//!   client with the virtual address. The client then sees an error about its own packet from
+//!   the address it sent it to, and a FRAG_NEEDED's MTU stays as reported (NAT and FULLNAT
+//!   change no packet's size). In the other direction the outer source stays the router's
+//!   under NAT (as IPVS's `ip_vs_in_icmp` leaves it) and becomes the local address under
+//!   FULLNAT, so the real server can answer it.
 //! - **Errors for direct-routing and tunnel connections** that arrive at the virtual address
 //!   (a router on the real server's direct path to the client answers a reply the real server
 //!   sent from the VIP: FRAG_NEEDED, Packet Too Big, time exceeded) quote a packet from the VIP
