@@ -232,17 +232,23 @@ const FAR: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 const FAR_NET_HOP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 2, 0, 0, 0, 1);
 /// The far real server's IPv6 address.
 const FAR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 2, 0, 0, 0, 2);
+/// The FULLNAT local addresses (on no link; ulvsd routes them into its TUN).
+const LADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 1);
+const LADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x1b5, 0, 3, 0, 0, 0, 1);
+/// The port of the FULLNAT services on the VIPs.
+const FULLNAT_PORT: u16 = 81;
 /// The MTU of the link between the router and the far real server.
 const SMALL_MTU: &str = "1400";
 
-/// A NAT real server behind a router: rs1 of the rig becomes the router, and the real server
+/// A NAT (and FULLNAT) real server behind a router: rs1 of the rig becomes the router, and the real server
 /// sits on a 1400-byte link behind it. The real server advertises a full-sized MSS (`advmss`),
 /// so the client sends 1500-byte DF segments; the router answers them with FRAG_NEEDED /
 /// Packet Too Big 1400 from its own address, quoting client -> real server. The director
 /// steers it into the TUN by the `iif br0 ipproto icmp` rule (the source is the router, not
 /// the real server), and the engine sends it on to the client from the VIP quoting
 /// client -> VIP. The client caches MTU 1400 for the VIP and the echo transfer completes, over
-/// IPv4 and IPv6. The router's own pings to the client and the client's pings of the router
+/// IPv4 and IPv6. The same with FULLNAT services to the same real server: the router's error
+/// goes to the local address, which is routed into the TUN. The router's own pings to the client and the client's pings of the router
 /// are steered too, handed back and answered.
 #[test]
 fn errors_from_a_router_before_a_nat_real_server_reach_the_client() -> Result<()> {
@@ -289,26 +295,45 @@ fn errors_from_a_router_before_a_nat_real_server_reach_the_client() -> Result<()
     let logs = |servers: &[Spawned]| {
         servers.iter().map(Spawned::logs).collect::<String>() + &rig.diagnostics()
     };
-    for (vip, rs, vip_ip) in [
-        (vip_tcp(), format!("{FAR}:{RS_TCP_PORT}"), IpAddr::V4(VIP)),
+    let fullnat_vip = SocketAddr::new(IpAddr::V4(VIP), FULLNAT_PORT);
+    let fullnat_vip6 = SocketAddr::new(IpAddr::V6(VIP6), FULLNAT_PORT);
+    let cases = [
+        (vip_tcp(), format!("{FAR}:{RS_TCP_PORT}"), None),
+        (vip6_tcp(), format!("[{FAR6}]:{RS_TCP_PORT}"), None),
         (
-            vip6_tcp(),
-            format!("[{FAR6}]:{RS_TCP_PORT}"),
-            IpAddr::V6(VIP6),
+            fullnat_vip,
+            format!("{FAR}:{RS_TCP_PORT}"),
+            Some(IpAddr::V4(LADDR)),
         ),
-    ] {
+        (
+            fullnat_vip6,
+            format!("[{FAR6}]:{RS_TCP_PORT}"),
+            Some(IpAddr::V6(LADDR6)),
+        ),
+    ];
+    for (vip, rs, laddr) in cases {
         let v = vip.to_string();
         rig.ulvsadm(&["-A", "-t", &v, "-s", "rr"])?;
-        rig.ulvsadm(&["-a", "-t", &v, "-r", &rs, "-m"])?;
+        let method = match laddr {
+            Some(l) => {
+                rig.ulvsadm(&["-P", "-t", &v, "-z", &l.to_string()])?;
+                "--fullnat"
+            }
+            None => "-m",
+        };
+        rig.ulvsadm(&["-a", "-t", &v, "-r", &rs, method])?;
+        // The VIP's path MTU may be cached from the previous case.
+        let family = if vip.is_ipv4() { "-4" } else { "-6" };
+        rig.client.ip(&[family, "route", "flush", "cache"])?;
         let (name, _, n) = rig
             .client
             .run(|| tcp_bulk(vip, 40_000, Duration::from_secs(10)))?
-            .with_context(|| format!("bulk transfer to {vip}\n{}", logs(&servers)))?;
+            .with_context(|| format!("bulk transfer to {vip} ({method})\n{}", logs(&servers)))?;
         ensure!(name == "far" && n == 40_000, "{name} echoed {n} bytes");
-        let route = rig.client.ip(&["route", "get", &vip_ip.to_string()])?;
+        let route = rig.client.ip(&["route", "get", &vip.ip().to_string()])?;
         ensure!(
             route.contains(&format!("mtu {SMALL_MTU}")),
-            "the client did not learn the router's MTU for {vip_ip}: {route}\n{}",
+            "the client did not learn the router's MTU for {vip} ({method}): {route}\n{}",
             logs(&servers)
         );
     }
