@@ -16,7 +16,8 @@ use integration::dr::{DrRig, LAN_CLIENT, dr_vip};
 use integration::netns::{Netns, veth};
 use integration::process::Spawned;
 use integration::topology::{
-    CLIENT_ADDR, CLIENT_ADDR6, RS_TCP_PORT, VIP, VIP6, vip_tcp, vip_udp, vip6_tcp, vip6_udp,
+    CLIENT_ADDR, CLIENT_ADDR6, DIRECTOR_RS_ADDR, DIRECTOR_RS_ADDR6, RS_TCP_PORT, TUN_NAME, VIP,
+    VIP6, vip_tcp, vip_udp, vip6_tcp, vip6_udp,
 };
 use integration::tunnel::{TUN_CLIENT, TunRig, tun_vip};
 use integration::{Bins, NatRig, require_root, wait_until};
@@ -248,8 +249,10 @@ const SMALL_MTU: &str = "1400";
 /// the real server), and the engine sends it on to the client from the VIP quoting
 /// client -> VIP. The client caches MTU 1400 for the VIP and the echo transfer completes, over
 /// IPv4 and IPv6. The same with FULLNAT services to the same real server: the router's error
-/// goes to the local address, which is routed into the TUN. The router's own pings to the client and the client's pings of the router
-/// are steered too, handed back and answered.
+/// goes to the local address, which is routed into the TUN. The router's own pings to the
+/// client and the client's pings of the router are steered too, handed back and answered; ICMP
+/// to the director's own addresses is not steered (`ip route get ... iif br0 ipproto icmp`
+/// says `local`) and is answered.
 #[test]
 fn errors_from_a_router_before_a_nat_real_server_reach_the_client() -> Result<()> {
     require_root()?;
@@ -360,6 +363,46 @@ fn errors_from_a_router_before_a_nat_real_server_reach_the_client() -> Result<()
         rig.client
             .run(|| ping(r, Duration::from_secs(10)))?
             .with_context(|| format!("the client pings the router at {r}\n{}", logs(&servers)))?;
+    }
+    // The director's own addresses are in the `local` table, looked up before the rule: ICMP
+    // to them is never steered into the TUN, and is answered.
+    for (dst, family) in [
+        (IpAddr::V4(DIRECTOR_RS_ADDR), "-4"),
+        (IpAddr::V6(DIRECTOR_RS_ADDR6), "-6"),
+    ] {
+        let src = if dst.is_ipv4() { router[0] } else { router[1] };
+        let proto = if dst.is_ipv4() { "icmp" } else { "ipv6-icmp" };
+        let get = |to: IpAddr| {
+            rig.director.ip(&[
+                family,
+                "route",
+                "get",
+                &to.to_string(),
+                "from",
+                &src.to_string(),
+                "iif",
+                "br0",
+                "ipproto",
+                proto,
+            ])
+        };
+        let own = get(dst)?;
+        ensure!(
+            own.starts_with("local ") && !own.contains(TUN_NAME),
+            "ICMP to the director's {dst} would be steered: {own}"
+        );
+        let client = if dst.is_ipv4() {
+            IpAddr::V4(CLIENT_ADDR)
+        } else {
+            IpAddr::V6(CLIENT_ADDR6)
+        };
+        let through = get(client)?;
+        ensure!(
+            through.contains(&format!("dev {TUN_NAME}")),
+            "ICMP from the router to {client} is not steered into the TUN: {through}"
+        );
+        hop.run(|| ping(dst, Duration::from_secs(10)))?
+            .with_context(|| format!("the router pings the director at {dst}"))?;
     }
     drop(servers);
     drop(far);
