@@ -233,6 +233,9 @@ pub struct BenchRig {
     ulvsd: Option<Spawned>,
     haproxy: Option<Spawned>,
     procs: Vec<Spawned>,
+    /// The iperf3 servers (restarted after a failed run) and where they listen.
+    iperf: Vec<Spawned>,
+    iperf_at: Vec<(usize, Ipv4Addr, u16)>,
     client: Netns,
     director: Netns,
     servers: Vec<Netns>,
@@ -282,6 +285,8 @@ impl BenchRig {
             ulvsd: None,
             haproxy: None,
             procs: Vec::new(),
+            iperf: Vec::new(),
+            iperf_at: Vec::new(),
             client,
             director,
             servers,
@@ -292,6 +297,33 @@ impl BenchRig {
         rig.start_ulvsd()?;
         rig.start_haproxy()?;
         Ok(rig)
+    }
+
+    /// (Re)starts every iperf3 server. After a run fails, the server may be stuck in the
+    /// failed test (iperf3 serves one test at a time), so the retry gets fresh ones.
+    fn start_iperf(&mut self) -> Result<()> {
+        for mut old in self.iperf.drain(..) {
+            old.terminate(Duration::from_secs(5))?;
+        }
+        for &(i, a, port) in &self.iperf_at {
+            let mut iperf = self.servers[i].command("iperf3");
+            iperf.args(["-s", "-p", &port.to_string(), "-B", &a.to_string()]);
+            let label = format!("iperf3-rs{}-{a}-{port}", i + 1);
+            self.iperf
+                .push(Spawned::start(&label, iperf, self.dir.path())?);
+        }
+        // Each listens on an address of its own namespace: check from there.
+        for &(i, a, port) in &self.iperf_at {
+            let a = SocketAddr::from((a, port));
+            let ns = &self.servers[i];
+            wait_until(&format!("iperf3 on {a}"), READY, || {
+                for p in &mut self.iperf {
+                    p.check_running()?;
+                }
+                ns.run(move || TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+            })?;
+        }
+        Ok(())
     }
 
     fn start_servers(&mut self) -> Result<()> {
@@ -306,11 +338,7 @@ impl BenchRig {
                 .collect::<Vec<_>>();
             iperf_at.push((DR_VIP, IPERF_PORT));
             for (a, port) in iperf_at {
-                let mut iperf = ns.command("iperf3");
-                iperf.args(["-s", "-p", &port.to_string(), "-B", &a.to_string()]);
-                let label = format!("iperf3-rs{n}-{a}-{port}");
-                self.procs
-                    .push(Spawned::start(&label, iperf, self.dir.path())?);
+                self.iperf_at.push((i, a, port));
             }
             let conf = self.dir.path().join(format!("nginx-rs{n}.conf"));
             std::fs::write(&conf, nginx_conf(self.dir.path(), n, addr))
@@ -341,6 +369,7 @@ impl BenchRig {
                 self.procs.push(p);
             }
         }
+        self.start_iperf()?;
         // The DR VIP is local to each server: check its listeners from inside.
         for n in 1..=SERVERS {
             let rs = &self.servers[usize::from(n) - 1];
@@ -382,8 +411,11 @@ impl BenchRig {
         cmd.arg("--socket")
             .arg(&sock)
             .args(["--configure-sysctls", "--log-level", "warn"])
+            // No --arp-source: ARP requests from the director's own address but ulvsd's
+            // station MAC would teach the real servers that MAC for their gateway, and their
+            // replies to the client (routed through the director) would go to the TAP.
+            // Requests from 0.0.0.0 (probes) are answered without touching their neighbour table.
             .args(["--tap", crate::dr::TAP_NAME, "--bridge", "br0"])
-            .args(["--arp-source", &DIRECTOR_RS_ADDR.to_string()])
             .args(&self.opts.ulvsd_args);
         let mut p = Spawned::start("ulvsd", cmd, self.dir.path())?;
         wait_until("ulvsd's control socket", READY, || {
@@ -495,8 +527,9 @@ impl BenchRig {
                     let s = match self.measure(w, t) {
                         Ok(s) => s,
                         Err(e) => {
-                            eprintln!("{what} failed, retrying: {e:#}");
-                            match self.measure(w, t) {
+                            eprintln!("{what} failed, retrying with fresh iperf3 servers: {e:#}");
+                            let retried = self.start_iperf();
+                            match retried.and_then(|()| self.measure(w, t)) {
                                 Ok(s) => s,
                                 Err(e) => {
                                     eprintln!("{what} failed again: {e:#}");
@@ -569,8 +602,13 @@ impl BenchRig {
             "--connect-timeout",
             "5000",
         ]))?;
-        let bps = json_number(&out, &["end", "sum_received", "bits_per_second"])
-            .context("iperf3 JSON has no end.sum_received.bits_per_second")?;
+        let bps =
+            json_number(&out, &["end", "sum_received", "bits_per_second"]).with_context(|| {
+                format!(
+                    "no end.sum_received.bits_per_second; iperf3 said: {}",
+                    iperf_error(&out)
+                )
+            })?;
         let retr = json_number(&out, &["end", "sum_sent", "retransmits"]).unwrap_or(0.0);
         Ok(Sample {
             value: bps / 1e9,
@@ -599,8 +637,8 @@ impl BenchRig {
             "--connect-timeout",
             "5000",
         ]))?;
-        let packets =
-            json_number(&out, &["end", "sum", "packets"]).context("no end.sum.packets")?;
+        let packets = json_number(&out, &["end", "sum", "packets"])
+            .with_context(|| format!("no end.sum.packets; iperf3 said: {}", iperf_error(&out)))?;
         let lost = json_number(&out, &["end", "sum", "lost_packets"]).unwrap_or(0.0);
         let secs = json_number(&out, &["end", "sum", "seconds"]).unwrap_or(1.0);
         let after = self.udp_drops();
@@ -800,6 +838,14 @@ fn snmp_field(snmp: &str, proto: &str, field: &str) -> Option<u64> {
     let values = lines.next()?;
     let i = names.split_whitespace().position(|n| n == field)?;
     values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// The `error` of iperf3's JSON output (or the start of the output when it has none).
+fn iperf_error(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| json.chars().take(200).collect())
 }
 
 /// Reads a number from iperf3's JSON output by key path.
@@ -1027,28 +1073,68 @@ pub fn raise_nofile() -> u64 {
 
 /// The idle-connection server: accepts, answers one byte per connection, holds it open until
 /// the peer closes. Prints `listening` once bound. Runs until killed.
+///
+/// A thread closes connections whose peer has gone every 500 ms: a socket left in CLOSE_WAIT
+/// would refuse a later connection from the same address and port, which FULLNAT's local
+/// addresses (a fresh ulvsd allocates their ports from the start again) do reuse.
 pub fn idle_server(listen: SocketAddr) -> Result<()> {
     let l = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
     println!("listening");
     std::io::stdout().flush()?;
-    let mut held: Vec<TcpStream> = Vec::new();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+    let reaped = held.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let mut v = reaped.lock().unwrap_or_else(|e| e.into_inner());
+            v.retain(|s| {
+                let mut b = [0u8; 1];
+                let keep = match (&*s).read(&mut b) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                };
+                if !keep {
+                    // Close with a reset: a FIN's last ACK may never come (the ulvsd that
+                    // forwarded the connection has been restarted), and a socket left in
+                    // LAST_ACK ignores the next SYN from the same local address and port.
+                    abortive_close(s);
+                }
+                keep
+            });
+        }
+    });
     for s in l.incoming() {
         let Ok(mut s) = s else { continue };
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
         let mut b = [0u8; 1];
-        if s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {
-            held.push(s);
-        }
-        // Forget connections the client has closed (bounded memory across runs).
-        if held.len().is_multiple_of(1024) {
-            held.retain(|s| {
-                let _ = s.set_nonblocking(true);
-                let mut b = [0u8; 1];
-                !matches!((&*s).read(&mut b), Ok(0))
-            });
+        if s.read_exact(&mut b).is_ok()
+            && s.write_all(&b).is_ok()
+            && s.set_nonblocking(true).is_ok()
+        {
+            held.lock().unwrap_or_else(|e| e.into_inner()).push(s);
         }
     }
     Ok(())
+}
+
+/// Makes closing `s` send a reset and free the socket at once (`SO_LINGER` with a zero timeout).
+fn abortive_close(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `size_of::<linger>()` bytes from `&l`, a valid linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// The idle-connection client: opens `count` connections to `target`, one request (a byte
