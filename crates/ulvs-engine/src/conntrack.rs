@@ -379,6 +379,19 @@ pub(crate) struct Conn {
     lease: Option<Arc<PortPool>>,
 }
 
+/// How many gone entries holding a new connection's tuple [`ConnTable::insert`] removes before
+/// it gives up (only concurrent inserts of the same tuple can make it loop at all).
+const STALE_RETRIES: u32 = 8;
+
+/// Whether a new TCP connection may take the reply slot of `old`: `old` is finished (TIME_WAIT
+/// or CLOSE), so no reply of it can still arrive. This is the case of a client that reuses a
+/// source port towards another VIP balanced onto the same real server port (the reply tuples
+/// are equal) within TIME_WAIT; IPVS keeps both and refuses neither.
+fn supersedes(new: &Conn, old: &Conn) -> bool {
+    new.orig.proto == Protocol::Tcp
+        && matches!(old.tcp_state(), Some(TcpState::TimeWait | TcpState::Close))
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Some(pool) = self.lease.take() {
@@ -431,6 +444,11 @@ impl Conn {
             l.into_pool()
         });
         self
+    }
+
+    /// Whether the real server answers the client directly (direct routing, tunnel).
+    pub(crate) fn replies_bypass(&self) -> bool {
+        matches!(self.forward, ForwardMethod::Route | ForwardMethod::Tunnel)
     }
 
     /// The TCP state, or `None` for UDP and dead entries.
@@ -843,49 +861,39 @@ impl ConnTable {
         // Counted before it is reachable, so a concurrent removal never uncounts first.
         conn.dest.bind(false);
         let h = self.hash(&conn.orig);
-        let mut stale = None;
-        {
+        let mut attempts = 0;
+        loop {
             let mut tables = self.shard(h).write();
-            if let Some(w) = tables.orig.find(h, |c| c.orig == conn.orig) {
-                if self.expired(w, now) {
-                    stale = Some(Arc::clone(w));
-                } else {
-                    let w = Arc::clone(w);
-                    drop(tables);
-                    self.undo(&conn);
-                    return Ok((w, false));
-                }
-            } else {
+            let Some(w) = tables.orig.find(h, |c| c.orig == conn.orig) else {
                 let hasher = |c: &Arc<Conn>| self.hash(&c.orig);
                 tables.orig.insert_unique(h, Arc::clone(&conn), hasher);
+                break;
+            };
+            if !self.expired(w, now) {
+                let w = Arc::clone(w);
+                drop(tables);
+                self.undo(&conn);
+                return Ok((w, false));
             }
-        }
-        if let Some(s) = stale {
-            // A gone entry held the tuple: take it out and try once more.
-            self.remove(&s);
-            let mut fresh = Conn::new(
-                conn.orig,
-                conn.reply,
-                now,
-                Arc::clone(&conn.dest),
-                Arc::clone(&conn.service),
-            );
-            // The retry holds its own reference on the template before `undo` drops ours.
-            fresh.template = conn.template.as_ref().map(|t| {
-                t.hold();
-                Arc::clone(t)
-            });
-            self.undo(&conn);
-            return self.insert(fresh, now);
+            // A gone entry holds the tuple: take it out and try again with this very entry
+            // (its forwarding method, local-port lease and template stay as they are).
+            let stale = Arc::clone(w);
+            drop(tables);
+            self.remove(&stale);
+            attempts += 1;
+            if attempts == STALE_RETRIES {
+                self.undo(&conn);
+                return Err(InsertError::Conflict);
+            }
         }
         let hr = self.hash(&conn.reply);
         let conflict = {
             let mut tables = self.shard(hr).write();
             match tables.reply.find(hr, |c| c.reply == conn.reply) {
-                Some(o) if !self.expired(o, now) => true,
+                Some(o) if !self.expired(o, now) && !supersedes(&conn, o) => true,
                 Some(_) => {
-                    // A gone entry held the slot: hand the slot over, then remove the old entry
-                    // (its reply slot no longer points at it).
+                    // A gone or finished entry held the slot: hand the slot over, then remove
+                    // the old entry (its reply slot no longer points at it).
                     if let Ok(mut e) = tables.reply.find_entry(hr, |c| c.reply == conn.reply) {
                         let old = std::mem::replace(e.get_mut(), Arc::clone(&conn));
                         drop(tables);
@@ -900,7 +908,9 @@ impl ConnTable {
                 }
             }
         };
-        if conflict {
+        // Replies of direct-routing and tunnel connections bypass the director: such an entry
+        // lives without the reply slot rather than being refused (IPVS never refuses them).
+        if conflict && !conn.replies_bypass() {
             if let Ok(e) = self
                 .shard(h)
                 .write()

@@ -77,11 +77,6 @@ impl Template {
         self.last_used.fetch_max(now.0, Relaxed);
     }
 
-    /// Takes one more reference for a caller that holds one already (so it cannot be dead).
-    pub(crate) fn hold(&self) {
-        self.refs.fetch_add(1, Relaxed);
-    }
-
     /// Drops a connection's reference (the connection went away).
     pub(crate) fn release(&self) {
         let _ = self

@@ -5,7 +5,10 @@ mod common;
 
 use common::*;
 use etherparse::PacketBuilder;
-use ulvs_engine::{Config, DropReason, Engine, EngineOptions, Protocol, SchedulerKind, Verdict};
+use ulvs_engine::{
+    Config, Director, DropReason, Engine, EngineOptions, ForwardMethod, Protocol, SchedulerKind,
+    Verdict,
+};
 
 const S: &str = "TCP 198.18.1.1:80";
 const D: &str = "TCP 198.18.1.1:80 -> 198.19.0.11:8080";
@@ -211,6 +214,96 @@ fn tuple_conflict_when_two_services_share_a_real_server() {
         &tcp(CLIENT, 40000, VIP2, 80, SYN, &[]),
         DropReason::TupleConflict,
     );
+}
+
+/// A client that reuses its source port towards a second VIP balanced onto the same real
+/// server port, once the first connection is finished (here established then reset, so CLOSE;
+/// TIME_WAIT is the same), gets the reply tuple: no `tuple_conflict` (the short-connection bench collapsed on
+/// exactly this), and the real server's replies now go out from the second VIP.
+#[test]
+fn a_finished_connection_yields_its_reply_tuple_to_the_next() {
+    let e = engine_with(vec![
+        service(
+            Protocol::Tcp,
+            VIP,
+            80,
+            SchedulerKind::Wlc,
+            vec![dest(RS1, 8080, 1)],
+        ),
+        service(
+            Protocol::Tcp,
+            VIP2,
+            80,
+            SchedulerKind::Wlc,
+            vec![dest(RS1, 8080, 1)],
+        ),
+    ]);
+    for (now, p) in [
+        tcp(CLIENT, 40000, VIP, 80, SYN, &[]),
+        tcp(RS1, 8080, CLIENT, 40000, SYN | ACK, &[]),
+        tcp(CLIENT, 40000, VIP, 80, ACK, &[]),
+        tcp(CLIENT, 40000, VIP, 80, RST, &[]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(run(&e, now as u64, p).0, Verdict::Forward, "{}", hex(p));
+    }
+    let before = e.stats();
+    let (v, out) = run(&e, 5, &tcp(CLIENT, 40000, VIP2, 80, SYN, &[]));
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(
+        (&out[16..20], &out[22..24]),
+        (&RS1[..], &8080u16.to_be_bytes()[..])
+    );
+    let (v, out) = run(&e, 6, &tcp(RS1, 8080, CLIENT, 40000, SYN | ACK, &[]));
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(
+        (&out[12..16], &out[20..22]),
+        (&VIP2[..], &80u16.to_be_bytes()[..])
+    );
+    let after = e.stats();
+    assert_eq!(after.drops, before.drops, "nothing dropped");
+    // The finished entry went with its slot; the new one is the only connection left.
+    assert_eq!(after.connections, 1);
+}
+
+/// Direct-routing and tunnel connections never see their replies, so two of them with equal
+/// reply tuples (one client port, two VIPs, one real server) both live, as in IPVS.
+#[test]
+fn tunnel_connections_do_not_conflict_on_reply_tuples() {
+    let rs = |forward| {
+        let mut d = dest(RS1, 80, 1);
+        d.forward = forward;
+        d
+    };
+    let e = engine_with(vec![
+        service(
+            Protocol::Tcp,
+            VIP,
+            80,
+            SchedulerKind::Rr,
+            vec![rs(ForwardMethod::Tunnel)],
+        ),
+        service(
+            Protocol::Tcp,
+            VIP2,
+            80,
+            SchedulerKind::Rr,
+            vec![rs(ForwardMethod::Tunnel)],
+        ),
+    ]);
+    e.set_director(Director {
+        tunnel_source_v4: Some([198, 19, 0, 1].into()),
+        ..Director::default()
+    });
+    let before = e.stats();
+    for (now, vip) in [VIP, VIP2].into_iter().enumerate() {
+        let (v, _) = run(&e, now as u64, &tcp(CLIENT, 40000, vip, 80, SYN, &[]));
+        assert_eq!(v, Verdict::Forward, "SYN to {vip:?}");
+    }
+    assert_eq!(e.stats().drops, before.drops, "nothing dropped");
+    assert_eq!(e.stats().connections, 2);
 }
 
 #[test]
