@@ -889,19 +889,26 @@ impl ConnTable {
         let hr = self.hash(&conn.reply);
         let conflict = {
             let mut tables = self.shard(hr).write();
-            match tables.reply.find(hr, |c| c.reply == conn.reply) {
-                Some(o) if !self.expired(o, now) && !supersedes(&conn, o) => true,
-                Some(_) => {
-                    // A gone or finished entry held the slot: hand the slot over, then remove
-                    // the old entry (its reply slot no longer points at it).
-                    if let Ok(mut e) = tables.reply.find_entry(hr, |c| c.reply == conn.reply) {
+            match tables.reply.find_entry(hr, |c| c.reply == conn.reply) {
+                Ok(mut e) => {
+                    let o = e.get();
+                    let gone = self.expired(o, now) || supersedes(&conn, o);
+                    if gone || o.replies_bypass() {
+                        // A gone or finished entry, or one whose replies never come this way,
+                        // held the slot: hand the slot over. A gone or finished entry is then
+                        // removed (its reply slot no longer points at it); a direct-routing or
+                        // tunnel one lives on without it.
                         let old = std::mem::replace(e.get_mut(), Arc::clone(&conn));
                         drop(tables);
-                        self.remove(&old);
+                        if gone {
+                            self.remove(&old);
+                        }
+                        false
+                    } else {
+                        true
                     }
-                    false
                 }
-                None => {
+                Err(_) => {
                     let hasher = |c: &Arc<Conn>| self.hash(&c.reply);
                     tables.reply.insert_unique(hr, Arc::clone(&conn), hasher);
                     false

@@ -306,6 +306,53 @@ fn tunnel_connections_do_not_conflict_on_reply_tuples() {
     assert_eq!(e.stats().connections, 2);
 }
 
+/// A NAT connection takes the reply slot a live tunnel connection holds (that one never sees
+/// its replies) and the tunnel connection keeps going: the bench's NAT runs after DR runs
+/// collapsed on this.
+#[test]
+fn a_nat_connection_takes_the_reply_slot_of_a_tunnel_connection() {
+    let mut tunnel = dest(RS1, 80, 1);
+    tunnel.forward = ForwardMethod::Tunnel;
+    let e = engine_with(vec![
+        service(Protocol::Tcp, VIP, 80, SchedulerKind::Rr, vec![tunnel]),
+        service(
+            Protocol::Tcp,
+            VIP2,
+            80,
+            SchedulerKind::Rr,
+            vec![dest(RS1, 80, 1)],
+        ),
+    ]);
+    e.set_director(Director {
+        tunnel_source_v4: Some([198, 19, 0, 1].into()),
+        ..Director::default()
+    });
+    let before = e.stats();
+    let syn = tcp(CLIENT, 40000, VIP, 80, SYN, &[]);
+    assert_eq!(run(&e, 0, &syn).0, Verdict::Forward);
+    assert_eq!(
+        run(&e, 1, &tcp(CLIENT, 40000, VIP2, 80, SYN, &[])).0,
+        Verdict::Forward
+    );
+    let (v, out) = run(&e, 2, &tcp(RS1, 80, CLIENT, 40000, SYN | ACK, &[]));
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(
+        &out[12..16],
+        &VIP2[..],
+        "the reply belongs to the NAT connection"
+    );
+    let ack = tcp(CLIENT, 40000, VIP, 80, ACK, b"still here");
+    let (v, out) = run(&e, 3, &ack);
+    assert_eq!(v, Verdict::Forward);
+    assert_eq!(
+        (out.len(), &out[20..]),
+        (ack.len() + 20, &ack[..]),
+        "still tunnelled"
+    );
+    assert_eq!(e.stats().drops, before.drops, "nothing dropped");
+    assert_eq!(e.stats().connections, 2);
+}
+
 #[test]
 fn forwarded_flow_moves_exactly_its_counters() {
     let e = web();
