@@ -27,7 +27,7 @@ use ulvs_engine::{Engine, PacketBuf, Verdict};
 
 use crate::tun::TunQueue;
 use crate::vnet::VnetHdr;
-use crate::worker::{Clock, HEADROOM};
+use crate::worker::{Clock, HEADROOM, poll_in, poll_ready};
 
 /// Largest ICMP message read (errors are at most 576 bytes for IPv4 and 1280 for IPv6; a
 /// little more is harmless).
@@ -227,23 +227,14 @@ fn run(
     } else {
         0
     };
-    let pollfd = |fd: Option<&OwnedFd>| libc::pollfd {
-        fd: fd.map_or(-1, |f| f.as_raw_fd()),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let mut fds = [pollfd(Some(stop)), pollfd(v4), pollfd(v6)];
+    let raw = |fd: Option<&OwnedFd>| fd.map(|f| f.as_raw_fd());
+    let mut fds = [
+        poll_in(Some(stop.as_raw_fd())),
+        poll_in(raw(v4)),
+        poll_in(raw(v6)),
+    ];
     loop {
-        for f in &mut fds {
-            f.revents = 0;
-        }
-        // SAFETY: `fds` is a valid array of pollfd structs (negative fds are ignored).
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        if let Err(err) = poll_ready(&mut fds, -1) {
             tracing::error!(error = %err, "poll on the raw ICMP sockets failed; watcher stops");
             return;
         }

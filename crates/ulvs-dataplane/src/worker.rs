@@ -25,7 +25,7 @@
 //! (modulo their number).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -325,28 +325,11 @@ fn run_queue(
     let coalesce = queue.can_write_uso() && std::env::var_os("ULVS_NO_UDP_COALESCE").is_none();
     let mut coalescer = coalesce.then(UdpCoalescer::default);
     let mut fds = [
-        libc::pollfd {
-            fd: queue.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stop.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        poll_in(Some(queue.as_raw_fd())),
+        poll_in(Some(stop.as_raw_fd())),
     ];
     loop {
-        for f in &mut fds {
-            f.revents = 0;
-        }
-        // SAFETY: `fds` is a valid array of two pollfd structs.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        if let Err(err) = poll_ready(&mut fds, -1) {
             tracing::error!(error = %err, "poll on TUN queue failed; worker stops");
             return;
         }
@@ -615,6 +598,34 @@ fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
+/// A `poll(2)` entry waiting for input on `fd`; `None` gives an entry poll ignores (fd -1).
+pub(crate) fn poll_in(fd: Option<RawFd>) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.unwrap_or(-1),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// Clears the entries' `revents` and waits until one of them is ready or `timeout_ms` passes
+/// (-1: no limit), retrying when a signal interrupts the wait.
+pub(crate) fn poll_ready(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<()> {
+    loop {
+        for f in fds.iter_mut() {
+            f.revents = 0;
+        }
+        // SAFETY: `fds` is a valid slice of pollfd structs (negative fds are ignored).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if rc >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Pins the calling thread to `cpu`; a failure is logged and the thread runs unpinned.
 fn pin_current_thread(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
@@ -642,16 +653,8 @@ fn run_tap(
     let mut buf = vec![0u8; HEADROOM + MAX_PACKET];
     let tun_hdr = vnet_len(tun);
     let mut fds = [
-        libc::pollfd {
-            fd: tap.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stop.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        poll_in(Some(tap.as_raw_fd())),
+        poll_in(Some(stop.as_raw_fd())),
     ];
     let interval = EXPIRE_INTERVAL.as_millis() as u64;
     let mut next_requests = 0u64;
@@ -663,17 +666,8 @@ fn run_tap(
             }
             next_requests = now.0 + interval;
         }
-        for f in &mut fds {
-            f.revents = 0;
-        }
         let wait = next_requests.saturating_sub(clock.now().0).max(1) as libc::c_int;
-        // SAFETY: `fds` is a valid array of two pollfd structs.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
-        if rc < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        if let Err(err) = poll_ready(&mut fds, wait) {
             tracing::error!(error = %err, "poll on TAP failed; worker stops");
             return;
         }
