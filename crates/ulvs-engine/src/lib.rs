@@ -459,6 +459,9 @@ pub struct Engine {
     conns: conntrack::ConnTable,
     templates: persist::Templates,
     rng: sched::Rng,
+    /// Where new FULLNAT port pools start handing out ports (see
+    /// [`Engine::set_local_port_seed`]); 0 = at the first port.
+    port_seed: std::sync::atomic::AtomicU64,
     drops: stats::DropCounters,
     /// The director's addresses (tunnel sources, TAP MAC), swapped whole.
     director: ArcSwap<Director>,
@@ -475,6 +478,7 @@ impl Engine {
             conns: conntrack::ConnTable::new(opts.max_connections, opts.shards, opts.hash_seed),
             templates: persist::Templates::new(opts.shards, opts.hash_seed),
             rng: sched::Rng::new(opts.hash_seed),
+            port_seed: std::sync::atomic::AtomicU64::new(0),
             drops: stats::DropCounters::default(),
             director: ArcSwap::from_pointee(Director::default()),
             neigh: neigh::NeighTable::default(),
@@ -541,6 +545,16 @@ impl Engine {
         self.neigh.entries(now)
     }
 
+    /// Makes FULLNAT port pools created from now on start handing out ports at a point chosen
+    /// by `seed` and the pool (protocol, local address, real server) instead of at 1024. A
+    /// daemon sets a random seed at start, so a restarted daemon does not hand out first the
+    /// ports its previous instance used, which real servers may still hold in closing sockets
+    /// (they would ignore the new SYNs). Tests leave it at 0 for fixed ports.
+    pub fn set_local_port_seed(&self, seed: u64) {
+        self.port_seed
+            .store(seed, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Validates `cfg` and swaps it in as the new configuration. On error nothing changes.
     ///
     /// Besides [`Config::validate`], refuses what the engine does not implement yet
@@ -556,7 +570,8 @@ impl Engine {
     pub fn apply_config(&self, cfg: &Config) -> Result<(), ConfigError> {
         let _serial = sched::lock(&self.apply_lock);
         let old = self.config.load();
-        let snap = snapshot::Snapshot::build(cfg, &old)?;
+        let port_seed = self.port_seed.load(std::sync::atomic::Ordering::Relaxed);
+        let snap = snapshot::Snapshot::build(cfg, &old, port_seed)?;
         snap.apply_thresholds(cfg);
         for (svc, c) in snap.services.iter().zip(&cfg.services) {
             svc.traffic.set_cap(c.max_new_connections_per_second);

@@ -106,7 +106,11 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Validates `cfg` and builds a snapshot, carrying counters over from `old`.
-    pub(crate) fn build(cfg: &Config, old: &Snapshot) -> Result<Snapshot, ConfigError> {
+    pub(crate) fn build(
+        cfg: &Config,
+        old: &Snapshot,
+        port_seed: u64,
+    ) -> Result<Snapshot, ConfigError> {
         cfg.validate()?;
         let mut snap = Snapshot::default();
         let old_pools = &old.pools;
@@ -140,7 +144,9 @@ impl Snapshot {
                             .map(|&l| {
                                 let k = (svc.key.protocol, l, d.addr);
                                 let pool = snap.pools.get(&k).or_else(|| old_pools.get(&k));
-                                let pool = pool.map(Arc::clone).unwrap_or_default();
+                                let pool = pool.map(Arc::clone).unwrap_or_else(|| {
+                                    Arc::new(PortPool::starting_at(port_seed, &k))
+                                });
                                 snap.pools.insert(k, Arc::clone(&pool));
                                 pool
                             })

@@ -253,3 +253,37 @@ fn config_checks_local_addresses() {
     ));
     assert!(e.apply_config(&fullnat(vec![ip4(LADDR1)])).is_ok());
 }
+
+/// With a local-port seed (ulvsd sets a random one at start) pools start elsewhere than 1024,
+/// differently per seed, and a reply to the port handed out is translated back.
+#[test]
+fn a_local_port_seed_moves_where_pools_start() {
+    let first_port = |seed: u64| {
+        let e = Engine::new(opts());
+        e.set_local_port_seed(seed);
+        e.apply_config(&Config {
+            services: vec![service_at(
+                Protocol::Udp,
+                sa(VIP, 53),
+                vec![dest_at(sa(RS2, 53), ForwardMethod::FullNat, 1)],
+                vec![ip4(LADDR1)],
+            )],
+        })
+        .unwrap();
+        let (v, out) = run(&e, 1, &udp(CLIENT, 5000, VIP, 53, b"q"));
+        assert_eq!(v, Verdict::Forward);
+        let port = u16::from_be_bytes([out[20], out[21]]);
+        expect(
+            &e,
+            2,
+            "the reply to the seeded port",
+            &udp(RS2, 53, LADDR1, port, b"a"),
+            Verdict::Forward,
+            &udp(VIP, 53, CLIENT, 5000, b"a"),
+        );
+        port
+    };
+    assert_eq!(first_port(0), 1024);
+    let seeded: std::collections::HashSet<u16> = (1..=6).map(first_port).collect();
+    assert!(seeded.len() >= 5 && !seeded.contains(&1024), "{seeded:?}");
+}

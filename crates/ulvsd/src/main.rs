@@ -230,6 +230,9 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
         shards: 64,
         hash_seed: RandomState::new().hash_one(std::process::id()),
     }));
+    // FULLNAT local ports start at a random point per daemon start (see the method's doc).
+    engine
+        .set_local_port_seed(RandomState::new().hash_one((std::process::id(), "local ports")) | 1);
 
     let director = director_settings(&args)?;
     engine.set_director(director.clone());

@@ -64,6 +64,22 @@ impl PortPool {
         }
     }
 
+    /// A pool whose searches start at a point chosen by `seed` and `key` (the pool's
+    /// protocol, local address and real server), so a restarted daemon (another seed) does not
+    /// hand out the ports its previous instance did first; seed 0 starts at [`FIRST_PORT`].
+    pub(crate) fn starting_at(seed: u64, key: &impl std::hash::Hash) -> Self {
+        let pool = PortPool::new();
+        if seed != 0 {
+            use std::hash::{DefaultHasher, Hasher};
+            let mut h = DefaultHasher::new();
+            h.write_u64(seed);
+            key.hash(&mut h);
+            let span = 65536 - u64::from(FIRST_PORT);
+            pool.cursor.store((h.finish() % span) as u32, Relaxed);
+        }
+        pool
+    }
+
     /// Ports handed out and not freed yet.
     pub(crate) fn in_use(&self) -> usize {
         let all: u32 = self.bits.iter().map(|w| w.load(Relaxed).count_ones()).sum();
@@ -220,6 +236,21 @@ mod tests {
         assert_eq!(pool.alloc().map(|l| l.port()), Some(freed));
         drop(leases);
         assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn seeded_pools_start_apart_and_seed_zero_at_the_first_port() {
+        let first = |seed: u64, key: &str| Arc::new(PortPool::starting_at(seed, &key)).alloc();
+        assert_eq!(first(0, "a").map(|l| l.port()), Some(FIRST_PORT));
+        let starts: std::collections::HashSet<u16> = (1..=8u64)
+            .map(|seed| first(seed, "a").unwrap().port())
+            .collect();
+        assert!(starts.len() >= 7, "eight seeds, starts {starts:?}");
+        assert!(starts.iter().all(|&p| p >= FIRST_PORT));
+        assert_ne!(
+            first(5, "a").map(|l| l.port()),
+            first(5, "b").map(|l| l.port())
+        );
     }
 
     #[test]
