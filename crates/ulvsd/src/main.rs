@@ -88,7 +88,8 @@ struct Args {
     #[arg(long = "tunnel-source", value_name = "ADDR")]
     tunnel_sources: Vec<std::net::IpAddr>,
     /// Sender address of the daemon's ARP requests for direct-routing real servers (0.0.0.0
-    /// when not given).
+    /// when not given). Never an address the director or another host uses: the real servers
+    /// would learn ulvsd's MAC for it.
     #[arg(long, value_name = "ADDR")]
     arp_source: Option<std::net::Ipv4Addr>,
     /// Path MTU to tunnel-mode real servers when the kernel's route to one says none.
