@@ -225,7 +225,9 @@ impl DrRig {
         cmd.arg("--socket")
             .arg(&sock)
             .args(["--tap", TAP_NAME, "--bridge", "br0"])
-            .args(["--arp-source", &LAN_DIRECTOR.to_string()])
+            // No --arp-source: requests from the director's own address would teach the real
+            // servers ulvsd's MAC for it (see the README's DR setup); probes from 0.0.0.0 are
+            // answered all the same.
             .arg("--configure-sysctls");
         self.ulvsd = Some(spawn_ulvsd(cmd, &sock, self.dir.path())?);
         Ok(())
