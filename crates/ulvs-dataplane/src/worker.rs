@@ -371,81 +371,79 @@ fn drain_queue(
     counters: &QueueCounters,
 ) {
     let hdr_len = vnet_len(queue);
-    {
-        for _ in 0..BATCH {
-            let n = match queue.recv(&mut buf[HEADROOM - hdr_len..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
+    for _ in 0..BATCH {
+        let n = match queue.recv(&mut buf[HEADROOM - hdr_len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "TUN read failed");
+                break;
+            }
+        };
+        counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+        let vnet = if hdr_len == 0 {
+            VnetHdr::default()
+        } else {
+            match VnetHdr::parse(&buf[HEADROOM - hdr_len..HEADROOM]) {
+                Some(h) if n >= hdr_len => h,
+                _ => {
                     counters.read_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, "TUN read failed");
-                    break;
+                    continue;
                 }
-            };
-            counters.rx_packets.fetch_add(1, Ordering::Relaxed);
-            let vnet = if hdr_len == 0 {
-                VnetHdr::default()
-            } else {
-                match VnetHdr::parse(&buf[HEADROOM - hdr_len..HEADROOM]) {
-                    Some(h) if n >= hdr_len => h,
-                    _ => {
-                        counters.read_errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                }
-            };
-            let offload = vnet.offload();
-            if offload.is_gso() {
-                counters.rx_gso.fetch_add(1, Ordering::Relaxed);
             }
-            let len = n - hdr_len;
-            let mut pkt = PacketBuf::with_offload(buf, HEADROOM, len, offload);
-            let verdict = engine.process(now, &mut pkt);
-            let out = Out::of(&pkt);
-            if verdict == Verdict::Drop(DropReason::GsoNotSplit) {
-                counters.split_gso.fetch_add(1, Ordering::Relaxed);
-                let whole = &buf[HEADROOM..HEADROOM + len];
-                let gso = usize::from(offload.gso_size);
-                for i in 0.. {
-                    let seg_len =
-                        match ulvs_engine::offload::segment(whole, gso, i, &mut seg[HEADROOM..]) {
-                            Ok(Some(l)) => l,
-                            Ok(None) => break,
-                            Err(_) => {
-                                counters.dropped.fetch_add(1, Ordering::Relaxed);
-                                break;
-                            }
-                        };
-                    let mut pkt = PacketBuf::new(seg, HEADROOM, seg_len);
-                    let verdict = engine.process(now, &mut pkt);
-                    let out = Out::of(&pkt);
-                    emit(
-                        verdict,
-                        queue,
-                        tap,
-                        seg,
-                        out,
-                        hdr_len,
-                        VnetHdr::default(),
-                        coalescer.as_deref_mut(),
-                        counters,
-                    );
-                }
-                continue;
-            }
-            emit(
-                verdict,
-                queue,
-                tap,
-                buf,
-                out,
-                hdr_len,
-                vnet,
-                coalescer.as_deref_mut(),
-                counters,
-            );
+        };
+        let offload = vnet.offload();
+        if offload.is_gso() {
+            counters.rx_gso.fetch_add(1, Ordering::Relaxed);
         }
+        let len = n - hdr_len;
+        let mut pkt = PacketBuf::with_offload(buf, HEADROOM, len, offload);
+        let verdict = engine.process(now, &mut pkt);
+        let out = Out::of(&pkt);
+        if verdict == Verdict::Drop(DropReason::GsoNotSplit) {
+            counters.split_gso.fetch_add(1, Ordering::Relaxed);
+            let whole = &buf[HEADROOM..HEADROOM + len];
+            let gso = usize::from(offload.gso_size);
+            for i in 0.. {
+                let seg_len =
+                    match ulvs_engine::offload::segment(whole, gso, i, &mut seg[HEADROOM..]) {
+                        Ok(Some(l)) => l,
+                        Ok(None) => break,
+                        Err(_) => {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    };
+                let mut pkt = PacketBuf::new(seg, HEADROOM, seg_len);
+                let verdict = engine.process(now, &mut pkt);
+                let out = Out::of(&pkt);
+                emit(
+                    verdict,
+                    queue,
+                    tap,
+                    seg,
+                    out,
+                    hdr_len,
+                    VnetHdr::default(),
+                    coalescer.as_deref_mut(),
+                    counters,
+                );
+            }
+            continue;
+        }
+        emit(
+            verdict,
+            queue,
+            tap,
+            buf,
+            out,
+            hdr_len,
+            vnet,
+            coalescer.as_deref_mut(),
+            counters,
+        );
     }
 }
 
@@ -495,11 +493,6 @@ fn emit(
     mut coalescer: Option<&mut UdpCoalescer>,
     counters: &QueueCounters,
 ) {
-    if let Verdict::Drop(reason) = verdict {
-        counters.dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::trace!(reason = reason.name(), "packet dropped");
-        return;
-    }
     let ok = match verdict {
         Verdict::Forward | Verdict::Pass => {
             let mut h = vnet;
@@ -543,7 +536,11 @@ fn emit(
             }
             None => false,
         },
-        Verdict::Drop(_) => return,
+        Verdict::Drop(reason) => {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::trace!(reason = reason.name(), "packet dropped");
+            return;
+        }
     };
     if ok {
         counters.tx_packets.fetch_add(1, Ordering::Relaxed);
