@@ -23,14 +23,13 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
 use crate::netns::{Netns, veth};
 use crate::process::Spawned;
-use crate::{Bins, run_cmd, spawn_ulvsd, start_testserver};
+use crate::{Bins, spawn_ulvsd, start_testserver};
 
 /// The client's address on the LAN.
 pub const LAN_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -235,9 +234,7 @@ impl DrRig {
 
     /// Runs `ulvsadm` against this rig's daemon.
     pub fn ulvsadm(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new(&self.bins.ulvsadm);
-        cmd.env("ULVS_SOCKET", self.socket()).args(args);
-        run_cmd(&mut cmd)
+        self.bins.ulvsadm_at(&self.socket(), args)
     }
 
     /// The MAC `ulvsd` forwards from and answers ARP and NDP with (its startup line

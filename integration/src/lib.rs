@@ -73,6 +73,14 @@ pub struct Bins {
 }
 
 impl Bins {
+    /// Runs the real `ulvsadm` against the daemon listening on `socket` (passed in
+    /// `ULVS_SOCKET`) and returns its stdout; a non-zero exit is an error with its output.
+    pub fn ulvsadm_at(&self, socket: &Path, args: &[&str]) -> Result<String> {
+        let mut cmd = std::process::Command::new(&self.ulvsadm);
+        cmd.env("ULVS_SOCKET", socket).args(args);
+        run_cmd(&mut cmd)
+    }
+
     /// Finds the binaries in the directory named by [`BIN_DIR_ENV`].
     pub fn from_env() -> Result<Self> {
         let dir = std::env::var_os(BIN_DIR_ENV)

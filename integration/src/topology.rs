@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -23,7 +23,7 @@ use anyhow::{Context, Result, ensure};
 use crate::client::{self, Reply};
 use crate::netns::{Netns, veth};
 use crate::process::Spawned;
-use crate::{Bins, run_cmd, start_testserver, wait_until};
+use crate::{Bins, start_testserver, wait_until};
 
 /// The client's address.
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -334,9 +334,7 @@ impl NatRig {
     /// Runs the real `ulvsadm` against this rig's daemon (socket passed in `ULVS_SOCKET`) and
     /// returns its stdout; a non-zero exit is an error carrying its stderr.
     pub fn ulvsadm(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new(&self.bins.ulvsadm);
-        cmd.env("ULVS_SOCKET", self.socket()).args(args);
-        run_cmd(&mut cmd)
+        self.bins.ulvsadm_at(&self.socket(), args)
     }
 
     /// Opens `count` TCP connections to `target` from the client namespace, one after another.

@@ -28,7 +28,6 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -36,7 +35,7 @@ use anyhow::{Context, Result, ensure};
 use crate::dr::{lan_host, start_vip_testservers};
 use crate::netns::{Netns, veth};
 use crate::process::Spawned;
-use crate::{Bins, run_cmd, spawn_ulvsd, wait_until};
+use crate::{Bins, spawn_ulvsd, wait_until};
 
 /// The client's address on the LAN.
 pub const TUN_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -210,9 +209,7 @@ impl TunRig {
 
     /// Runs `ulvsadm` against this rig's daemon.
     pub fn ulvsadm(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new(&self.bins.ulvsadm);
-        cmd.env("ULVS_SOCKET", self.socket()).args(args);
-        run_cmd(&mut cmd)
+        self.bins.ulvsadm_at(&self.socket(), args)
     }
 
     /// The counters line of real server `i`'s `ulvs-decap` (asked for with SIGUSR1), parsed
