@@ -13,20 +13,6 @@ use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, icmpv4, icmpv6};
 use ulvs_engine::icmp::{BuildError, packet_too_big};
 use ulvs_engine::{DropReason, Engine, ForwardMethod, PacketBuf, Protocol, Verdict};
 
-fn icmp4(src: [u8; 4], dst: [u8; 4], ty: Icmpv4Type, quote: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ipv4(src, dst, 64).icmpv4(ty);
-    let mut out = Vec::new();
-    b.write(&mut out, quote).unwrap();
-    out
-}
-
-fn icmp6(src: &str, dst: &str, ty: Icmpv6Type, quote: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ipv6(v6(src), v6(dst), 64).icmpv6(ty);
-    let mut out = Vec::new();
-    b.write(&mut out, quote).unwrap();
-    out
-}
-
 fn port_unreachable() -> Icmpv4Type {
     Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Port)
 }

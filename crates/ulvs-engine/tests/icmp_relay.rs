@@ -46,24 +46,6 @@ fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-fn icmp4(src: [u8; 4], dst: [u8; 4], ty: Icmpv4Type, quote: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    PacketBuilder::ipv4(src, dst, 64)
-        .icmpv4(ty)
-        .write(&mut out, quote)
-        .unwrap();
-    out
-}
-
-fn icmp6(src: &str, dst: &str, ty: Icmpv6Type, quote: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    PacketBuilder::ipv6(v6(src), v6(dst), 64)
-        .icmpv6(ty)
-        .write(&mut out, quote)
-        .unwrap();
-    out
-}
-
 fn frag_needed(mtu: u16) -> Icmpv4Type {
     Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::FragmentationNeeded {
         next_hop_mtu: mtu,

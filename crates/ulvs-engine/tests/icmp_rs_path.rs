@@ -17,20 +17,6 @@ use ulvs_engine::{Engine, ForwardMethod, Protocol, Verdict};
 /// The NAT66 real server.
 const RS6: &str = RS6_2;
 
-fn icmp4(src: [u8; 4], dst: [u8; 4], ty: Icmpv4Type, quote: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ipv4(src, dst, 64).icmpv4(ty);
-    let mut out = Vec::new();
-    b.write(&mut out, quote).unwrap();
-    out
-}
-
-fn icmp6(src: &str, dst: &str, ty: Icmpv6Type, quote: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ipv6(v6(src), v6(dst), 64).icmpv6(ty);
-    let mut out = Vec::new();
-    b.write(&mut out, quote).unwrap();
-    out
-}
-
 fn frag_needed(mtu: u16) -> Icmpv4Type {
     Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::FragmentationNeeded {
         next_hop_mtu: mtu,

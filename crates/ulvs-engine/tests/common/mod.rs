@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use etherparse::{PacketBuilder, PacketBuilderStep, TcpHeader};
+use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder, PacketBuilderStep, TcpHeader};
 use ulvs_engine::{
     Config, Counters, DestConfig, Engine, EngineOptions, ForwardMethod, PacketBuf, Protocol,
     SchedulerKind, ServiceConfig, ServiceKey, StatsSnapshot, Timestamp, Verdict,
@@ -290,4 +290,24 @@ pub fn expect(e: &Engine, now: u64, what: &str, input: &[u8], verdict: Verdict, 
         hex(&out),
         hex(want)
     );
+}
+
+/// An ICMPv4 message of type `ty` from `src` to `dst` (TTL 64) carrying `quote`.
+pub fn icmp4(src: [u8; 4], dst: [u8; 4], ty: Icmpv4Type, quote: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .icmpv4(ty)
+        .write(&mut out, quote)
+        .expect("build icmp4");
+    out
+}
+
+/// An ICMPv6 message of type `ty` from `src` to `dst` (hop limit 64) carrying `quote`.
+pub fn icmp6(src: &str, dst: &str, ty: Icmpv6Type, quote: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ipv6(v6(src), v6(dst), 64)
+        .icmpv6(ty)
+        .write(&mut out, quote)
+        .expect("build icmp6");
+    out
 }
