@@ -280,32 +280,12 @@ fn a_saved_plan_is_refused_after_a_daemon_restart() -> Result<()> {
     )])?;
     let before = d.list()?;
     ensure!(before.generation == 1, "{before:?}");
-    let out = d.agent(
+    refused_then_replanned(
+        &d,
         &cfg,
-        &["apply", "--auto-approve", plan_file.to_str().unwrap()],
-    )?;
-    ensure!(
-        !out.status.success(),
-        "plan of another daemon run applied: {}",
-        text(&out)
-    );
-    ensure!(
-        String::from_utf8_lossy(&out.stderr).contains("ulvsd restarted since this plan was made"),
-        "{}",
-        text(&out)
-    );
-    ensure!(d.list()? == before, "a refused plan changed something");
-
-    // Planned again against this run, it applies.
-    let out = d.agent(&cfg, &["plan", "-out", plan_file.to_str().unwrap()])?;
-    ensure!(out.status.success(), "{}", text(&out));
-    let out = d.agent(
-        &cfg,
-        &["apply", "--auto-approve", plan_file.to_str().unwrap()],
-    )?;
-    ensure!(out.status.success(), "{}", text(&out));
-    ensure!(d.list()?.services.len() == 3);
-    Ok(())
+        &plan_file,
+        "ulvsd restarted since this plan was made",
+    )
 }
 
 #[test]
@@ -324,26 +304,31 @@ fn a_stale_saved_plan_is_refused() -> Result<()> {
             }),
         },
     )])?;
+    refused_then_replanned(&d, &cfg, &plan_file, "changed since this plan was made")
+}
+
+/// Applying the saved plan at `plan_file` fails saying `why` and changes nothing; planned
+/// again, the same file applies and the three services of `CONFIG` are live.
+fn refused_then_replanned(d: &Daemon, cfg: &Path, plan_file: &Path, why: &str) -> Result<()> {
     let before = d.list()?;
-    let out = d.agent(
-        &cfg,
-        &["apply", "--auto-approve", plan_file.to_str().unwrap()],
-    )?;
-    ensure!(!out.status.success(), "stale plan applied: {}", text(&out));
+    let apply = ["apply", "--auto-approve", plan_file.to_str().unwrap()];
+    let out = d.agent(cfg, &apply)?;
     ensure!(
-        String::from_utf8_lossy(&out.stderr).contains("changed since this plan was made"),
+        !out.status.success(),
+        "refused plan applied: {}",
+        text(&out)
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains(why),
         "{}",
         text(&out)
     );
     ensure!(d.list()? == before, "a refused plan changed something");
 
-    // A fresh saved plan applies.
-    let out = d.agent(&cfg, &["plan", "-out", plan_file.to_str().unwrap()])?;
+    // Planned again, it applies.
+    let out = d.agent(cfg, &["plan", "-out", plan_file.to_str().unwrap()])?;
     ensure!(out.status.success(), "{}", text(&out));
-    let out = d.agent(
-        &cfg,
-        &["apply", "--auto-approve", plan_file.to_str().unwrap()],
-    )?;
+    let out = d.agent(cfg, &apply)?;
     ensure!(out.status.success(), "{}", text(&out));
     ensure!(d.list()?.services.len() == 3);
     Ok(())
