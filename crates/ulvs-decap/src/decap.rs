@@ -277,12 +277,6 @@ fn gue_remcsum(gue: &[u8]) -> Result<Option<(usize, usize)>, DecapError> {
     Ok(Some((usize::from(start), usize::from(offset))))
 }
 
-/// Whether a GUE packet's header carries the remote checksum offload option (well formed or
-/// not; [`decap_gue_mut`] judges it).
-pub fn has_remcsum(gue: &[u8]) -> bool {
-    !matches!(gue_remcsum(gue), Ok(None))
-}
-
 /// Decapsulates a GUE packet as [`decap_gue`] does, and also accepts remote checksum offload
 /// (Hlen 2, flag P, private flag REMCSUM, then 16-bit `start` and `offset` from the start of
 /// the inner packet, as the ulvs engine with `--tun-remcsum` and the kernel's `fou` send it):
@@ -290,8 +284,13 @@ pub fn has_remcsum(gue: &[u8]) -> bool {
 /// with the checksum of the inner bytes from `start` to the end of the inner packet. `start`
 /// must be even and the field must lie within those bytes, else [`DecapError::GueOptions`].
 pub fn decap_gue_mut(gue: &mut [u8]) -> Result<&[u8], DecapError> {
+    decap_gue_completing(gue).map(|(inner, _)| inner)
+}
+
+/// [`decap_gue_mut`], also saying whether a remote checksum was completed.
+pub fn decap_gue_completing(gue: &mut [u8]) -> Result<(&[u8], bool), DecapError> {
     let Some((start, offset)) = gue_remcsum(gue)? else {
-        return decap_gue(gue);
+        return decap_gue(gue).map(|inner| (inner, false));
     };
     let v6 = match gue[1] {
         IPPROTO_IPIP => false,
@@ -310,7 +309,7 @@ pub fn decap_gue_mut(gue: &mut [u8]) -> Result<&[u8], DecapError> {
         c => c,
     };
     body[offset..offset + 2].copy_from_slice(&c.to_be_bytes());
-    Ok(&body[..len])
+    Ok((&body[..len], true))
 }
 
 /// Checks the inner packet as the kernel will and trims it to its own length.

@@ -460,16 +460,18 @@ impl Decapsulator {
                 self.counters.truncated += 1;
                 continue;
             }
-            let remcsum = matches!(kind, Kind::Gue) && decap::has_remcsum(&self.buf[..n]);
             let inner = match kind {
                 Kind::RawV4 => decap::strip_outer_ipv4(&self.buf[..n])
-                    .and_then(|(proto, payload)| decap::decap_ip(proto, payload, self.opts)),
-                Kind::RawV6(proto) => decap::decap_ip(proto, &self.buf[..n], self.opts),
+                    .and_then(|(proto, payload)| decap::decap_ip(proto, payload, self.opts))
+                    .map(|inner| (inner, false)),
+                Kind::RawV6(proto) => {
+                    decap::decap_ip(proto, &self.buf[..n], self.opts).map(|inner| (inner, false))
+                }
                 // In place: a remote checksum offload option is completed in the buffer.
-                Kind::Gue => decap::decap_gue_mut(&mut self.buf[..n]),
+                Kind::Gue => decap::decap_gue_completing(&mut self.buf[..n]),
             };
             match inner {
-                Ok(pkt) => match self.queue.send(pkt) {
+                Ok((pkt, remcsum)) => match self.queue.send(pkt) {
                     Ok(_) => {
                         self.counters.delivered += 1;
                         self.counters.delivered_bytes += pkt.len() as u64;
