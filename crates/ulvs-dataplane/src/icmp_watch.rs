@@ -27,7 +27,7 @@ use ulvs_engine::{Engine, PacketBuf, Verdict};
 
 use crate::tun::TunQueue;
 use crate::vnet::VnetHdr;
-use crate::worker::{Clock, HEADROOM, poll_in, poll_ready};
+use crate::worker::{Clock, HEADROOM, poll_in, poll_ready, send_tun};
 
 /// Largest ICMP message read (errors are at most 576 bytes for IPv4 and 1280 for IPv6; a
 /// little more is harmless).
@@ -282,7 +282,7 @@ fn run(
                 match engine.process_local_icmp(clock.now(), &mut pkt, is_v6) {
                     Verdict::Reply => {
                         let (start, len) = (pkt.headroom(), pkt.len());
-                        if send_tun(tun, &mut buf, start, len, hdr_len) {
+                        if send_tun(tun, &mut buf, start, len, hdr_len, VnetHdr::default()) {
                             counters.relayed.fetch_add(1, Ordering::Relaxed);
                         } else {
                             counters.io_errors.fetch_add(1, Ordering::Relaxed);
@@ -297,17 +297,4 @@ fn run(
             }
         }
     }
-}
-
-/// Writes the packet at `buf[start..start + len]` to the TUN, behind an empty
-/// `virtio_net_hdr` when the queue has one.
-fn send_tun(tun: &TunQueue, buf: &mut [u8], start: usize, len: usize, hdr_len: usize) -> bool {
-    let Some(at) = start.checked_sub(hdr_len) else {
-        return false;
-    };
-    if hdr_len > 0 {
-        buf[at..start].copy_from_slice(&VnetHdr::default().to_bytes());
-    }
-    let frame = &buf[at..start + len];
-    matches!(tun.send(frame), Ok(w) if w == frame.len())
 }

@@ -552,7 +552,7 @@ fn emit(
 /// Writes the packet at `buf[start..start + len]` to a TUN queue, with `vnet` in the `hdr_len`
 /// bytes in front of it when the queue has a `virtio_net_hdr` (`hdr_len` is 0 or
 /// [`VNET_HDR_LEN`]). Returns whether the whole packet was written.
-fn send_tun(
+pub(crate) fn send_tun(
     queue: &TunQueue,
     buf: &mut [u8],
     start: usize,
