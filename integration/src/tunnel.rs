@@ -215,14 +215,18 @@ impl TunRig {
     /// The counters line of real server `i`'s `ulvs-decap` (asked for with SIGUSR1), parsed
     /// into `name=value` pairs.
     pub fn decap_counters(&mut self, i: usize) -> Result<Vec<(String, u64)>> {
+        // Only whole lines count: stderr is unbuffered, so a line may arrive in pieces.
+        fn complete(s: &str) -> &str {
+            &s[..s.rfind('\n').map_or(0, |i| i + 1)]
+        }
         let p = self.decaps.get_mut(i).context("no such real server")?;
-        let before = p.stderr().matches("counters:").count();
+        let before = complete(&p.stderr()).matches("counters:").count();
         p.signal(libc::SIGUSR1)?;
         wait_until("ulvs-decap to print its counters", READY_TIMEOUT, || {
-            Ok(p.stderr().matches("counters:").count() > before)
+            Ok(complete(&p.stderr()).matches("counters:").count() > before)
         })?;
         let err = p.stderr();
-        let line = err
+        let line = complete(&err)
             .lines()
             .rfind(|l| l.contains("counters:"))
             .context("counters line")?;
