@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use integration::client::{Reply, split};
 use integration::topology::{CLIENT_ADDR, TUN_NAME, VIP, vip_tcp, vip_udp};
-use integration::{Bins, NatRig, require_root};
+use integration::{Bins, NatRig, require_root, run_cmd};
 
 fn rig(n_servers: usize) -> Result<NatRig> {
     require_root()?;
@@ -173,6 +173,41 @@ fn edited_weight_changes_the_split_of_new_connections() -> Result<()> {
     check_nat_replies(&skewed, vip_tcp())?;
     assert_eq!(split(&skewed), counts(&[("rs1", 10), ("rs2", 30)]));
     Ok(())
+}
+
+/// The TUN ulvsd makes by default: one queue per CPU the process may use (so every core can
+/// run a worker), no qdisc in front of it, `accept_local` on; traffic still flows.
+#[test]
+fn default_tun_has_a_queue_per_cpu_and_no_qdisc() -> Result<()> {
+    let rig = rig(1)?;
+    let queues = run_cmd(
+        rig.director
+            .command("ls")
+            .arg(format!("/sys/class/net/{TUN_NAME}/queues")),
+    )?;
+    let tx = queues.lines().filter(|l| l.starts_with("tx-")).count();
+    let rx = queues.lines().filter(|l| l.starts_with("rx-")).count();
+    let cpus = std::thread::available_parallelism()?.get().min(64);
+    assert_eq!((tx, rx), (cpus, cpus), "queues: {queues}");
+    let qdisc = run_cmd(
+        rig.director
+            .command("tc")
+            .args(["qdisc", "show", "dev", TUN_NAME]),
+    )?;
+    ensure!(
+        qdisc.starts_with("qdisc noqueue ") && qdisc.lines().count() == 1,
+        "{TUN_NAME} has a qdisc: {qdisc}"
+    );
+    assert_eq!(
+        rig.director
+            .read_sysctl(&format!("net/ipv4/conf/{TUN_NAME}/accept_local"))?,
+        "1"
+    );
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    let replies = rig.tcp_probes(vip_tcp(), 20, Duration::from_secs(30))?;
+    check_nat_replies(&replies, vip_tcp())
 }
 
 #[test]

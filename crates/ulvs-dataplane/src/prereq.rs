@@ -178,6 +178,14 @@ impl Host {
         Ok(())
     }
 
+    /// Sets `accept_local` to 1 on `dev` (ulvsd's own TUN). Packets that come out of the TUN are
+    /// the ones ulvsd wrote: tunnel packets carry the director's own address as source, which
+    /// the kernel drops as martians otherwise, and with it on the kernel skips the reverse-path
+    /// route lookup that policy rules (the router's) otherwise force on every packet.
+    pub fn set_accept_local(&self, dev: &str) -> Result<(), PrereqError> {
+        self.write(&format!("proc/sys/net/ipv4/conf/{dev}/accept_local"), "1")
+    }
+
     /// Sets `rp_filter` to 0 on `all` and on `dev`.
     pub fn configure_rp_filter(&self, dev: &str) -> Result<(), PrereqError> {
         self.write("proc/sys/net/ipv4/conf/all/rp_filter", "0")?;
@@ -258,6 +266,13 @@ CapPrm:\t000001ffffffffff\nCapEff:\t000001ffffffffff\nCapBnd:\t000001ffffffffff\
         host.check_forwarding().unwrap();
         host.check_rp_filter("ulvs0").unwrap();
         assert_eq!(host.ipv6_forwarding(), None);
+        host.set_accept_local("ulvs0").unwrap();
+        assert_eq!(
+            host.read_u32("proc/sys/net/ipv4/conf/ulvs0/accept_local")
+                .unwrap(),
+            1
+        );
+        assert!(host.set_accept_local("nosuchdev").is_err());
     }
 
     #[test]

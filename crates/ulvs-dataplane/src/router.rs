@@ -37,13 +37,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
 use rtnetlink::packet_route::IpProtocol;
+use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::{
     RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
 };
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
+use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 use ulvs_engine::{Config, ForwardMethod, Protocol};
 
@@ -412,6 +417,66 @@ impl Router {
             handle,
             opts,
             installed: tokio::sync::Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Replaces the TUN's root queueing discipline with `noqueue` (`tc qdisc replace dev <tun>
+    /// root noqueue`). A TUN never pushes back on its qdisc (a packet that finds the queue's
+    /// ring full, `txqueuelen` long, is dropped), so a qdisc there buffers nothing and costs a
+    /// lock, an enqueue and a dequeue per packet routed into the TUN.
+    pub async fn use_noqueue(&self) -> Result<(), RouterError> {
+        let mut msg = TcMessage::with_index(self.tun_ifindex()?);
+        msg.header.parent = TcHandle::ROOT;
+        msg.attributes.push(TcAttribute::Kind("noqueue".to_owned()));
+        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(msg));
+        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        let netlink = |source| RouterError::Netlink {
+            operation: format!(
+                "replace the root qdisc of {} with noqueue",
+                self.opts.tun_name
+            ),
+            source,
+        };
+        let mut handle = self.handle.clone();
+        let mut answers = handle.request(req).map_err(netlink)?;
+        while let Some(answer) = answers.next().await {
+            if let NetlinkPayload::Error(e) = answer.payload {
+                return Err(netlink(rtnetlink::Error::NetlinkError(e)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The root qdisc kind of the TUN (`noqueue` after [`Router::use_noqueue`]).
+    pub async fn tun_qdisc(&self) -> Result<Option<String>, RouterError> {
+        let index = self.tun_ifindex()?;
+        let qdiscs: Vec<TcMessage> = self
+            .handle
+            .qdisc()
+            .get()
+            .index(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| RouterError::Netlink {
+                operation: format!("list the qdiscs of {}", self.opts.tun_name),
+                source,
+            })?;
+        Ok(qdiscs
+            .into_iter()
+            .filter(|q| q.header.index == index && q.header.parent == TcHandle::ROOT)
+            .find_map(|q| {
+                q.attributes.into_iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k),
+                    _ => None,
+                })
+            }))
+    }
+
+    fn tun_ifindex(&self) -> Result<i32, RouterError> {
+        i32::try_from(self.opts.tun_index).map_err(|_| RouterError::Netlink {
+            operation: format!("use interface index {}", self.opts.tun_index),
+            source: rtnetlink::Error::InvalidNla("interface index out of range".to_owned()),
         })
     }
 
