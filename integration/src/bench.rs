@@ -214,6 +214,19 @@ impl Workload {
             Workload::Idle => "idle conns: +MB per 10k",
         }
     }
+
+    /// The unit of work whose whole-machine CPU cost the report gives, and how many of them
+    /// one unit of the workload's value is per second (`None`: no cost row).
+    fn cost_unit(self) -> Option<(&'static str, f64)> {
+        match self {
+            // Gb/s: a gigabit per second of run.
+            Workload::Tcp1 | Workload::Tcp4 => Some(("ms per Gbit", 1e-3)),
+            Workload::ShortConns => Some(("us per connection", 1e-6)),
+            // kpps: a thousand packets per second of run.
+            Workload::Udp64 => Some(("us per packet", 1e-3)),
+            Workload::Idle => None,
+        }
+    }
 }
 
 /// One measurement.
@@ -224,6 +237,9 @@ struct Sample {
     note: String,
     /// ulvsd CPU seconds during the workload (ulvs targets only).
     ulvsd_cpu: Option<f64>,
+    /// Busy CPU seconds of the whole machine during the workload (every process, the kernel's
+    /// softirq work included; idle, iowait and steal time left out).
+    machine_cpu: Option<f64>,
 }
 
 /// The rig; dropping it stops every process and removes every namespace.
@@ -562,6 +578,7 @@ impl BenchRig {
             samples,
             peak_rss_kb,
             idle_conns: self.opts.idle_conns,
+            seconds: f64::from(self.opts.seconds),
         })
     }
 
@@ -573,6 +590,7 @@ impl BenchRig {
             return self.idle(t).map(Some);
         }
         let cpu0 = self.ulvsd_pid().and_then(cpu_seconds);
+        let busy0 = machine_busy_seconds();
         let mut s = match w {
             Workload::Tcp1 => self.iperf_tcp(t, 1)?,
             Workload::Tcp4 => self.iperf_tcp(t, 4)?,
@@ -580,6 +598,7 @@ impl BenchRig {
             Workload::Udp64 => self.iperf_udp(t)?,
             Workload::Idle => unreachable!("handled above"),
         };
+        s.machine_cpu = busy0.zip(machine_busy_seconds()).map(|(a, b)| b - a);
         if t.is_ulvs() {
             let cpu1 = self.ulvsd_pid().and_then(cpu_seconds);
             s.ulvsd_cpu = cpu0.zip(cpu1).map(|(a, b)| b - a);
@@ -614,6 +633,7 @@ impl BenchRig {
             value: bps / 1e9,
             note: format!("retransmits {retr}"),
             ulvsd_cpu: None,
+            machine_cpu: None,
         })
     }
 
@@ -655,6 +675,7 @@ impl BenchRig {
                 100.0 * lost / packets.max(1.0)
             ),
             ulvsd_cpu: None,
+            machine_cpu: None,
         })
     }
 
@@ -777,6 +798,7 @@ impl BenchRig {
                 held_for
             ),
             ulvsd_cpu: None,
+            machine_cpu: None,
         })
     }
 }
@@ -892,6 +914,7 @@ fn parse_wrk(out: &str) -> Result<Sample> {
         value: rps,
         note: format!("p50 {} ms, p99 {} ms{errors}", p(50), p(99)),
         ulvsd_cpu: None,
+        machine_cpu: None,
     })
 }
 
@@ -905,6 +928,29 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some(ticks / hz.max(1.0))
+}
+
+/// Busy CPU seconds of the whole machine since boot, from the `cpu` line of /proc/stat.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(busy_ticks(&stat)? as f64 / hz.max(1.0))
+}
+
+/// user + nice + system + irq + softirq of the `cpu` line of /proc/stat, in clock ticks (idle,
+/// iowait and steal are not work done here; guest time is already inside user).
+fn busy_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let get = |i: usize| f.get(i).copied();
+    // user nice system idle iowait irq softirq steal ...
+    Some(get(0)? + get(1)? + get(2)? + get(5)? + get(6)?)
 }
 
 /// A `kB` line of /proc/PID/status (for example `VmRSS:`).
@@ -923,6 +969,8 @@ pub struct Report {
     samples: BTreeMap<(Workload, Target), Vec<Sample>>,
     peak_rss_kb: u64,
     idle_conns: usize,
+    /// Seconds per timed run.
+    seconds: f64,
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -960,6 +1008,21 @@ impl Report {
                 .get(&(w, t))?
                 .iter()
                 .filter_map(|s| s.ulvsd_cpu)
+                .collect(),
+        )
+    }
+
+    /// Median whole-machine CPU cost of one unit of work (see [`Workload::cost_unit`]): busy
+    /// CPU seconds of the run divided by the work it did. When every target keeps the cores
+    /// busy, this is what decides who gets more done.
+    fn cost(&self, w: Workload, t: Target, seconds: f64) -> Option<f64> {
+        let (_, per) = w.cost_unit()?;
+        median(
+            self.samples
+                .get(&(w, t))?
+                .iter()
+                .filter(|s| s.value > 0.0)
+                .filter_map(|s| Some(s.machine_cpu? / (s.value * seconds) / per))
                 .collect(),
         )
     }
@@ -1032,6 +1095,23 @@ impl Report {
             cells.extend(
                 Target::ULVS.map(|t| self.cpu(w, t).map_or("-".to_owned(), |c| format!("{c:.2}"))),
             );
+            out.push_str(&row(cells));
+        }
+        out.push_str(&format!(
+            "\nWhole-machine CPU per unit of work (median; busy CPU time of all processes and the \
+             kernel during the run over the work done; with {cpus} CPUs):\n\n",
+            cpus = std::thread::available_parallelism().map_or(0, |n| n.get())
+        ));
+        out.push_str(&header("workload", &Target::ALL));
+        for w in Workload::ALL {
+            let Some((unit, _)) = w.cost_unit() else {
+                continue;
+            };
+            let mut cells = vec![format!("{} ({unit})", w.name())];
+            cells.extend(Target::ALL.map(|t| {
+                self.cost(w, t, self.seconds)
+                    .map_or("-".to_owned(), |c| format!("{c:.1}"))
+            }));
             out.push_str(&row(cells));
         }
         out.push_str(&format!(
@@ -1235,6 +1315,57 @@ mod tests {
         assert!(s.note.contains("p99 2010.00 ms"), "{}", s.note);
         assert!(s.note.contains("timeout 12"), "{}", s.note);
         assert!(parse_wrk("nothing").is_err());
+    }
+
+    #[test]
+    fn busy_time_leaves_idle_iowait_and_steal_out() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 2 30 5000 7 4 9 11 0 0\ncpu0 50 1 15 2500 3 2 4 5 0 0\nintr 1 2\n";
+        assert_eq!(busy_ticks(stat), Some(100 + 2 + 30 + 4 + 9));
+        assert_eq!(busy_ticks("cpu0 1 2 3\n"), None);
+        assert_eq!(busy_ticks("cpu  1 x 3 4 5 6 7\n"), None);
+        assert_eq!(busy_ticks("cpu  1 2 3 4 5\n"), None);
+    }
+
+    #[test]
+    fn cost_is_busy_cpu_over_the_work_done() {
+        let sample = |value: f64, busy: f64| Sample {
+            value,
+            machine_cpu: Some(busy),
+            ..Sample::default()
+        };
+        let mut samples = BTreeMap::new();
+        // 10,000 connections/s for 5 s on 1.5 busy cores: 7.5 CPU-s for 50,000 connections.
+        samples.insert(
+            (Workload::ShortConns, Target::UlvsNat),
+            vec![
+                sample(10_000.0, 7.5),
+                sample(12_000.0, 9.0),
+                sample(0.0, 9.0),
+            ],
+        );
+        // 10 Gb/s for 5 s on 2 busy cores: 10 CPU-s for 50 Gbit.
+        samples.insert((Workload::Tcp1, Target::Kernel), vec![sample(10.0, 10.0)]);
+        samples.insert((Workload::Udp64, Target::Kernel), vec![sample(100.0, 5.0)]);
+        let r = Report {
+            failures: Vec::new(),
+            samples,
+            peak_rss_kb: 0,
+            idle_conns: 0,
+            seconds: 5.0,
+        };
+        let near = |a: Option<f64>, b: f64| assert!((a.unwrap() - b).abs() < 1e-9, "{a:?} {b}");
+        // 150 us per connection in both non-empty runs; the run that did nothing is left out.
+        near(r.cost(Workload::ShortConns, Target::UlvsNat, 5.0), 150.0);
+        near(r.cost(Workload::Tcp1, Target::Kernel, 5.0), 200.0);
+        near(r.cost(Workload::Udp64, Target::Kernel, 5.0), 10.0);
+        assert_eq!(r.cost(Workload::Idle, Target::UlvsNat, 5.0), None);
+        assert_eq!(r.cost(Workload::Tcp4, Target::Kernel, 5.0), None);
+        let md = r.markdown();
+        assert!(
+            md.contains("short conns/s (wrk) (us per connection) | - | 150.0 |"),
+            "{md}"
+        );
     }
 
     #[test]
