@@ -493,17 +493,21 @@ fn emit(
     mut coalescer: Option<&mut UdpCoalescer>,
     counters: &QueueCounters,
 ) {
+    // The packet's offload metadata as it leaves: without the partial checksum when the
+    // engine finished it, offsets moved by whatever the engine put in front (tunnel headers, an
+    // Ethernet header).
+    let out_hdr = || {
+        let mut h = vnet;
+        if out.offload.csum == L4Csum::Complete && h.needs_csum() {
+            h.flags &= !F_NEEDS_CSUM;
+            h.csum_start = 0;
+            h.csum_offset = 0;
+        }
+        h.moved(out.start as isize - HEADROOM as isize)
+    };
     let ok = match verdict {
         Verdict::Forward | Verdict::Pass => {
-            let mut h = vnet;
-            if out.offload.csum == L4Csum::Complete && h.needs_csum() {
-                // The engine finished the checksum (encapsulation).
-                h.flags &= !F_NEEDS_CSUM;
-                h.csum_start = 0;
-                h.csum_offset = 0;
-            }
-            let delta = out.start as isize - HEADROOM as isize;
-            let Some(h) = h.moved(delta) else {
+            let Some(h) = out_hdr() else {
                 counters.write_errors.fetch_add(1, Ordering::Relaxed);
                 return;
             };
@@ -529,12 +533,14 @@ fn emit(
             }
             send_tun(queue, buf, out.start, out.len, hdr_len, VnetHdr::default())
         }
-        Verdict::ForwardFrame => match tap {
-            Some(tap) => {
+        // Direct routing: a super-packet or partial checksum reaches here only when the TAP
+        // takes the metadata (the engine splits and finishes otherwise).
+        Verdict::ForwardFrame => match (tap, out_hdr()) {
+            (Some(tap), Some(h)) => {
                 let frame = &buf[out.start..out.start + out.len];
-                matches!(tap.send(frame), Ok(w) if w == frame.len())
+                matches!(tap.send_offload(h, frame), Ok(w) if w == frame.len())
             }
-            None => false,
+            _ => false,
         },
         Verdict::Drop(reason) => {
             counters.dropped.fetch_add(1, Ordering::Relaxed);

@@ -236,6 +236,11 @@ pub struct Director {
     /// MTU of the path to tunnel-mode real servers unless one was set per real server
     /// ([`Engine::set_path_mtu`]).
     pub path_mtu: u32,
+    /// The TAP takes frames with a `virtio_net_hdr` (`IFF_VNET_HDR`): a direct-routing
+    /// super-packet goes out as one frame, its partial checksum and GSO metadata kept (the
+    /// sender moves them past the Ethernet header), and the kernel segments it where the path
+    /// needs it. Without it such super-packets are split first ([`DropReason::GsoNotSplit`]).
+    pub frame_offload: bool,
 }
 
 impl Default for Director {
@@ -246,6 +251,7 @@ impl Default for Director {
             mac: None,
             arp_source: None,
             path_mtu: DEFAULT_PATH_MTU,
+            frame_offload: false,
         }
     }
 }

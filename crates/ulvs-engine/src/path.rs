@@ -133,7 +133,7 @@ pub(crate) fn process(engine: &Engine, now: Timestamp, pkt: &mut PacketBuf<'_>) 
             return Found::Reuse(Arc::clone(c));
         }
         // Left unchanged and uncounted: the caller splits it and submits the segments.
-        if from_client && gso && crate::xmit::needs_split(c) {
+        if from_client && gso && crate::xmit::needs_split(engine, c) {
             return Found::Done(engine.drops.count(DropReason::GsoNotSplit));
         }
         c.on_packet(now, from_client, l4.flags);

@@ -37,11 +37,14 @@ pub(crate) fn inbound(
     match f.method {
         // A real server edited to FULLNAT keeps its NAT connections as they are.
         ForwardMethod::Masq | ForwardMethod::FullNat => fwd::masq::to_dest(conn, pkt, ip),
-        // A frame on the TAP and an encapsulated packet carry no offload metadata for the
-        // inner L4 checksum: finish it here (super-packets were split before, see
-        // `needs_split`).
+        // A frame on a TAP with offload keeps the packet's offload metadata (the sender moves
+        // it past the Ethernet header); without, the frame carries none: finish the checksum
+        // here (super-packets were split before, see `needs_split`). Encapsulated packets
+        // carry none either.
         ForwardMethod::Route => {
-            crate::offload::finish_partial(pkt);
+            if !engine.director.load().frame_offload {
+                crate::offload::finish_partial(pkt);
+            }
             crate::l2::to_frame(engine, now, pkt, conn.reply.src)
         }
         // GUE remote checksum offload leaves a partial inner checksum to the receiver.
@@ -80,14 +83,17 @@ pub(crate) fn relay(
 }
 
 /// Whether a GSO super-packet of `conn` must be split before it can be sent: the output of
-/// direct routing (a frame on a TAP without offload) and of tunnels (no GSO type for an
-/// encapsulated packet) cannot carry it.
-pub(crate) fn needs_split(conn: &Conn) -> bool {
-    conn.forward != ForwardMethod::FullNat
-        && !matches!(
-            Fwd::unpack(conn.dest.fwd.load(Relaxed)).method,
-            ForwardMethod::Masq | ForwardMethod::FullNat
-        )
+/// tunnels (no GSO type for an encapsulated packet) and of direct routing on a TAP without
+/// offload ([`crate::Director::frame_offload`]) cannot carry it.
+pub(crate) fn needs_split(engine: &Engine, conn: &Conn) -> bool {
+    if conn.forward == ForwardMethod::FullNat {
+        return false;
+    }
+    match Fwd::unpack(conn.dest.fwd.load(Relaxed)).method {
+        ForwardMethod::Masq | ForwardMethod::FullNat => false,
+        ForwardMethod::Route => !engine.director.load().frame_offload,
+        ForwardMethod::Tunnel => true,
+    }
 }
 
 fn encap(

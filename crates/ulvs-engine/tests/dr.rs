@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use ulvs_engine::{
-    Director, DropReason, Engine, ForwardMethod, PacketBuf, Protocol, SchedulerKind, Timestamp,
-    Verdict,
+    Director, DropReason, Engine, ForwardMethod, L4Csum, Offload, PacketBuf, Protocol,
+    SchedulerKind, Timestamp, Verdict,
 };
 
 const TAP: [u8; 6] = [0x02, 0x75, 0, 0, 0, 1];
@@ -255,4 +255,88 @@ fn arbitrary_frames_never_panic() {
             let _ = frame_run(&e, 1, &f);
         }
     }
+}
+
+/// Runs a TUN packet with offload metadata; returns the verdict, the output and its metadata.
+fn run_offload(e: &Engine, now: u64, input: &[u8], off: Offload) -> (Verdict, Vec<u8>, Offload) {
+    let mut buf = vec![0u8; 32 + input.len()];
+    buf[32..].copy_from_slice(input);
+    let mut pkt = PacketBuf::with_offload(&mut buf, 32, input.len(), off);
+    let v = e.process(Timestamp(now), &mut pkt);
+    (v, pkt.data().to_vec(), pkt.offload())
+}
+
+/// A DR engine whose real server's MAC is known, with or without offload on the TAP.
+fn resolved_dr_engine(frame_offload: bool) -> Engine {
+    let e = dr_engine();
+    e.set_director(Director {
+        frame_offload,
+        ..e.director()
+    });
+    let reply = eth(
+        TAP,
+        RS1_MAC,
+        0x0806,
+        &arp(2, RS1_MAC, RS1, TAP, DIRECTOR_IP),
+    );
+    frame_run(&e, 1, &reply);
+    e
+}
+
+#[test]
+fn super_packets_go_whole_to_a_tap_with_offload_and_are_split_for_one_without() {
+    let gso = Offload {
+        csum: L4Csum::Partial,
+        gso_size: 1448,
+    };
+    let payload: Vec<u8> = (0..1448 * 5).map(|b: usize| (b % 251) as u8).collect();
+    // The checksum field holds whatever the sender's partial sum is; DR never touches it.
+    let mut sup = tcp(CLIENT, 40000, VIP, 80, ACK, &payload);
+    sup[36..38].copy_from_slice(&[0x12, 0x34]);
+    let syn = tcp(CLIENT, 40000, VIP, 80, SYN, &[]);
+
+    let e = resolved_dr_engine(true);
+    assert_eq!(run(&e, 2, &syn).0, Verdict::ForwardFrame);
+    let before = e.stats();
+    let (v, out, off) = run_offload(&e, 3, &sup, gso);
+    assert_eq!(v, Verdict::ForwardFrame);
+    assert_eq!(
+        out,
+        eth(RS1_MAC, TAP, 0x0800, &sup),
+        "one frame, IP packet untouched"
+    );
+    assert_eq!(off, gso, "the metadata goes with the frame");
+    let n = sup.len() as i64;
+    assert_delta(
+        &before,
+        &e.stats(),
+        &[
+            ("TCP 198.18.1.1:80 in_pkts", 1),
+            ("TCP 198.18.1.1:80 in_bytes", n),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 in_pkts", 1),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 in_bytes", n),
+            // The SYN's connection is established by this first ACK.
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 active", 1),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 inactive", -1),
+        ],
+    );
+    // A plain packet with a partial checksum keeps it too (the kernel finishes it).
+    let mut ack = tcp(CLIENT, 40000, VIP, 80, ACK, b"x");
+    ack[36..38].copy_from_slice(&[0x56, 0x78]);
+    let (v, out, off) = run_offload(&e, 4, &ack, Offload::PARTIAL);
+    assert_eq!((v, off), (Verdict::ForwardFrame, Offload::PARTIAL));
+    assert_eq!(out, eth(RS1_MAC, TAP, 0x0800, &ack));
+
+    // Without offload on the TAP: refused unchanged (the worker splits it), and a partial
+    // checksum is finished before the frame leaves.
+    let e = resolved_dr_engine(false);
+    assert_eq!(run(&e, 2, &syn).0, Verdict::ForwardFrame);
+    let before = e.stats();
+    let (v, out, _) = run_offload(&e, 3, &sup, gso);
+    assert_eq!(v, Verdict::Drop(DropReason::GsoNotSplit));
+    assert_eq!(out, sup);
+    assert_delta(&before, &e.stats(), &[("drop gso_not_split", 1)]);
+    let (v, out, off) = run_offload(&e, 4, &ack, Offload::PARTIAL);
+    assert_eq!((v, off.csum), (Verdict::ForwardFrame, L4Csum::Complete));
+    assert_ne!(&out[14 + 36..14 + 38], &[0x56, 0x78], "checksum finished");
 }

@@ -69,8 +69,8 @@ struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MTU,
           value_parser = clap::value_parser!(u32).range(576..=65535))]
     mtu: u32,
-    /// Do not use TUN offloads (IFF_VNET_HDR, checksum and segmentation offload): every packet
-    /// is then read and written at MTU size.
+    /// Do not use TUN and TAP offloads (IFF_VNET_HDR, checksum and segmentation offload): every
+    /// packet is then read and written at MTU size.
     #[arg(long)]
     no_offload: bool,
     /// Pin worker thread i to the i-th CPU the daemon may run on.
@@ -274,10 +274,11 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
     }
     let tap = match (&args.tap, &args.bridge) {
         (Some(tap), Some(bridge)) => {
-            let dev = TapDevice::open(tap, bridge, args.mtu)?;
+            let dev = TapDevice::open(tap, bridge, args.mtu, !args.no_offload)?;
             let mac = station_mac(dev.mac());
             engine.set_director(ulvs_engine::Director {
                 mac: Some(mac),
+                frame_offload: dev.has_vnet_hdr(),
                 ..director.clone()
             });
             tracing::info!(

@@ -291,6 +291,8 @@ pub fn every_mode_engine() -> Engine {
         mac: Some(TAP_MAC),
         arp_source: Some(DIRECTOR),
         path_mtu: 1400,
+        // Direct-routing super-packets are split, so every output is a whole frame.
+        frame_offload: false,
     });
     e.set_path_mtu(IpAddr::V4(RS[3]), 1300);
     for frame in [arp_reply(RS_MAC, RS[2]), neighbour_advert(RS_MAC, RS6[2])] {
