@@ -120,6 +120,58 @@ fn tcp_super_packets_go_to_the_tap_whole() -> Result<()> {
     Ok(())
 }
 
+/// A burst of same-size datagrams of one flow from a routed client (through the TUN, where the
+/// worker may merge them into one USO frame for the TAP): every one reaches the real server
+/// and is answered from the VIP.
+#[test]
+fn udp_burst_from_a_routed_client_is_answered_in_full() -> Result<()> {
+    let rig = rig(1)?;
+    let vip = dr_vip().to_string();
+    rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
+    rig.ulvsadm(&[
+        "-a",
+        "-u",
+        &vip,
+        "-r",
+        &rig.servers[0].addr.to_string(),
+        "-g",
+    ])?;
+    rig.client.ip(&[
+        "route",
+        "replace",
+        &format!("{DR_VIP}/32"),
+        "via",
+        &LAN_DIRECTOR.to_string(),
+    ])?;
+    // One datagram first, so that the real server's MAC is resolved before the burst.
+    rig.client
+        .run(|| integration::client::udp_once(dr_vip(), Duration::from_secs(1), 5))??;
+    const BURST: usize = 64;
+    let answers = rig.client.run(|| -> Result<Vec<String>> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        sock.connect(dr_vip())?;
+        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        for i in 0..BURST {
+            sock.send(&[i as u8; 32])?;
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while got.len() < BURST {
+            let n = sock
+                .recv(&mut buf)
+                .with_context(|| format!("{} of {BURST} answers", got.len()))?;
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        Ok(got)
+    })??;
+    ensure!(
+        answers.iter().all(|a| a.starts_with("rs1 198.18.1.2:")),
+        "{answers:?}"
+    );
+    ensure!(out_pkts(&rig)? == 0, "replies passed the director");
+    Ok(())
+}
+
 #[test]
 fn udp_dr_answers_come_from_the_vip() -> Result<()> {
     let rig = rig(1)?;

@@ -166,12 +166,18 @@ pub enum Offer {
 /// super-packet (it becomes the last segment). The segments of a super-packet get the first
 /// datagram's IP id plus their index, as the kernel's own segmentation does.
 ///
+/// [`UdpCoalescer::for_frames`] merges Ethernet frames the same way (for the TAP of direct
+/// routing): the frames' Ethernet headers must be equal, and the offsets in the super-frame's
+/// header count from the frame's start.
+///
 /// The buffer is allocated once; [`UdpCoalescer::offer`] and [`UdpCoalescer::flush`] only copy
 /// bytes.
 #[derive(Debug)]
 pub struct UdpCoalescer {
     /// [`VNET_HDR_LEN`] bytes of header space, then the super-packet.
     buf: Box<[u8]>,
+    /// Bytes in front of the IP header of every packet (0, or an Ethernet header's 14).
+    l2: usize,
     /// Bytes of packet in `buf` after the header space (0: nothing pending).
     len: usize,
     segs: usize,
@@ -185,7 +191,8 @@ pub struct UdpCoalescer {
 impl Default for UdpCoalescer {
     fn default() -> Self {
         UdpCoalescer {
-            buf: vec![0u8; VNET_HDR_LEN + MAX_SUPER].into_boxed_slice(),
+            buf: vec![0u8; VNET_HDR_LEN + ETH_HLEN + MAX_SUPER].into_boxed_slice(),
+            l2: 0,
             len: 0,
             segs: 0,
             seg_payload: 0,
@@ -195,14 +202,22 @@ impl Default for UdpCoalescer {
     }
 }
 
-/// The UDP payload length of `pkt` if it is a datagram [`UdpCoalescer`] may merge.
-fn mergeable_payload(pkt: &[u8], hdr: &VnetHdr) -> Option<usize> {
+/// Length of an Ethernet header (the L2 header of [`UdpCoalescer::for_frames`]).
+const ETH_HLEN: usize = 14;
+
+/// The UDP payload length of `pkt` (an IP packet behind `l2` bytes of link header) if it is a
+/// datagram [`UdpCoalescer`] may merge.
+fn mergeable_payload(pkt: &[u8], hdr: &VnetHdr, l2: usize) -> Option<usize> {
     if hdr.gso_type != GSO_NONE || hdr.flags & (F_NEEDS_CSUM | F_DATA_VALID) == 0 {
         return None;
     }
-    if hdr.needs_csum() && (hdr.csum_start != 20 || hdr.csum_offset != 6) {
+    if hdr.needs_csum() && (usize::from(hdr.csum_start) != l2 + 20 || hdr.csum_offset != 6) {
         return None;
     }
+    if l2 > 0 && pkt.get(l2 - 2..l2) != Some(&[0x08, 0x00]) {
+        return None;
+    }
+    let pkt = pkt.get(l2..)?;
     if pkt.len() <= V4_UDP_HDRS || pkt[0] != 0x45 || pkt[9] != 17 {
         return None;
     }
@@ -213,6 +228,14 @@ fn mergeable_payload(pkt: &[u8], hdr: &VnetHdr) -> Option<usize> {
 }
 
 impl UdpCoalescer {
+    /// A coalescer for Ethernet frames carrying IPv4 (a TAP with a `virtio_net_hdr`).
+    pub fn for_frames() -> Self {
+        UdpCoalescer {
+            l2: ETH_HLEN,
+            ..UdpCoalescer::default()
+        }
+    }
+
     /// Whether a super-packet is pending.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -225,7 +248,8 @@ impl UdpCoalescer {
 
     /// Offers one packet (without its `virtio_net_hdr`, which is `hdr`) for merging.
     pub fn offer(&mut self, pkt: &[u8], hdr: VnetHdr) -> Offer {
-        let Some(payload) = mergeable_payload(pkt, &hdr) else {
+        let l2 = self.l2;
+        let Some(payload) = mergeable_payload(pkt, &hdr, l2) else {
             return Offer::Refused;
         };
         let at = VNET_HDR_LEN;
@@ -238,8 +262,10 @@ impl UdpCoalescer {
             self.first = hdr;
             return Offer::Taken;
         }
-        let cur = &self.buf[at..at + V4_UDP_HDRS];
-        let same_flow = cur[1] == pkt[1]
+        let link_same = self.buf[at..at + l2] == pkt[..l2];
+        let (cur, pkt) = (&self.buf[at + l2..at + l2 + V4_UDP_HDRS], &pkt[l2..]);
+        let same_flow = link_same
+            && cur[1] == pkt[1]
             && cur[6] & 0x40 == pkt[6] & 0x40
             && cur[8] == pkt[8]
             && cur[12..24] == pkt[12..24];
@@ -247,7 +273,7 @@ impl UdpCoalescer {
             || self.closed
             || payload > self.seg_payload
             || self.segs >= MAX_USO_SEGMENTS
-            || self.len + payload > MAX_SUPER
+            || self.len - self.l2 + payload > MAX_SUPER
         {
             return Offer::FlushFirst;
         }
@@ -269,10 +295,12 @@ impl UdpCoalescer {
         let (len, segs) = (self.len, self.segs);
         self.len = 0;
         self.segs = 0;
+        let l2 = self.l2;
         let hdr = if segs == 1 {
             self.first
         } else {
-            let p = &mut self.buf[VNET_HDR_LEN..VNET_HDR_LEN + len];
+            let p = &mut self.buf[VNET_HDR_LEN + l2..VNET_HDR_LEN + len];
+            let len = len - l2;
             p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
             p[10..12].copy_from_slice(&[0, 0]);
             let ip_csum = ulvs_engine::checksum::compute(&p[..20]);
@@ -286,9 +314,9 @@ impl UdpCoalescer {
             VnetHdr {
                 flags: F_NEEDS_CSUM,
                 gso_type: GSO_UDP_L4,
-                hdr_len: V4_UDP_HDRS as u16,
+                hdr_len: (l2 + V4_UDP_HDRS) as u16,
                 gso_size: self.seg_payload as u16,
-                csum_start: 20,
+                csum_start: (l2 + 20) as u16,
                 csum_offset: 6,
             }
         };
@@ -450,6 +478,69 @@ mod tests {
             ulvs_engine::offload::segment(sup, 36, 5, &mut seg),
             Ok(None)
         );
+    }
+
+    /// `ip` behind an Ethernet header to `dst` (IPv4 ethertype unless `ethertype` says other).
+    fn frame(dst: u8, ethertype: [u8; 2], ip: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, dst, 2, 0x75, 0, 0, 0, 1];
+        f.extend_from_slice(&ethertype);
+        f.extend_from_slice(ip);
+        f
+    }
+
+    #[test]
+    fn frames_of_one_flow_to_one_mac_become_one_uso_frame_that_segments_back() {
+        let mut c = UdpCoalescer::for_frames();
+        let partial = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 34,
+            csum_offset: 6,
+            ..VnetHdr::default()
+        };
+        let sent: Vec<Vec<u8>> = (0..4)
+            .map(|i| datagram(40000, 7 + i, 36, i as u8))
+            .collect();
+        for p in &sent {
+            assert_eq!(c.offer(&frame(0x11, [8, 0], p), partial), Offer::Taken);
+        }
+        // Another real server's MAC, another ethertype, an offset that is not UDP's: no.
+        let next = datagram(40000, 11, 36, 9);
+        assert_eq!(
+            c.offer(&frame(0x12, [8, 0], &next), partial),
+            Offer::FlushFirst
+        );
+        assert_eq!(
+            c.offer(&frame(0x11, [0x86, 0xdd], &next), partial),
+            Offer::Refused
+        );
+        let at_ip = VnetHdr {
+            csum_start: 20,
+            ..partial
+        };
+        assert_eq!(c.offer(&frame(0x11, [8, 0], &next), at_ip), Offer::Refused);
+        let mut out = Vec::new();
+        assert_eq!(
+            c.flush(|b| out.extend_from_slice(b)).map(|(n, ())| n),
+            Some(4)
+        );
+        let h = VnetHdr::parse(&out).unwrap();
+        assert_eq!((h.gso_type, h.gso_size, h.hdr_len), (GSO_UDP_L4, 36, 42));
+        assert!(h.needs_csum() && h.csum_start == 34 && h.csum_offset == 6);
+        let f = &out[VNET_HDR_LEN..];
+        assert_eq!(
+            &f[..14],
+            &frame(0x11, [8, 0], &[])[..],
+            "Ethernet header kept"
+        );
+        let sup = &f[14..];
+        assert_eq!(sup.len(), 28 + 4 * 36);
+        let mut seg = vec![0u8; 2048];
+        for (i, want) in sent.iter().enumerate() {
+            let n = ulvs_engine::offload::segment(sup, 36, i, &mut seg)
+                .unwrap()
+                .unwrap();
+            assert_eq!(&seg[..n], &want[..], "segment {i}");
+        }
     }
 
     #[test]

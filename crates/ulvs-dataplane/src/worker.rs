@@ -13,12 +13,15 @@
 //! kernel segments it after us. When the engine refuses a super-packet because the real
 //! server's method cannot carry it ([`DropReason::GsoNotSplit`]: direct routing, tunnels), the
 //! worker cuts it into segments ([`ulvs_engine::offload::segment`]) in a second buffer and
-//! submits each one. Replies and frames for the TAP carry no offload metadata.
+//! submits each one. Replies carry no offload metadata; frames for the TAP carry the packet's
+//! when the TAP has a `virtio_net_hdr` ([`TapQueue::has_vnet_hdr`]).
 //!
 //! When the TUN takes USO super-packets ([`TunQueue::can_write_uso`]), forwarded UDP datagrams
 //! of one flow and size that a worker reads in one burst are merged into one super-packet
-//! ([`UdpCoalescer`]) and written with one `write`; the pending super-packet is written before
-//! any other packet and whenever the queue runs empty, so nothing waits beyond the burst.
+//! ([`UdpCoalescer`]) and written with one `write`, and so are frames of one flow for the same
+//! direct-routing real server when the TAP has a `virtio_net_hdr`; the pending super-packet is
+//! written before any other packet to the same device and whenever the queue runs empty, so
+//! nothing waits beyond the burst.
 //! Setting `ULVS_NO_UDP_COALESCE` in ulvsd's environment turns this off (for measurements).
 //!
 //! With [`WorkerOptions::pin`], worker `i` is pinned to the `i`-th CPU the process may run on
@@ -323,7 +326,12 @@ fn run_queue(
     // Merges forwarded UDP datagrams into USO super-packets, when the TUN takes them.
     // `ULVS_NO_UDP_COALESCE` (any value) turns it off, to measure what it brings.
     let coalesce = queue.can_write_uso() && std::env::var_os("ULVS_NO_UDP_COALESCE").is_none();
-    let mut coalescer = coalesce.then(UdpCoalescer::default);
+    // Frames for direct-routing real servers merge too when the TAP takes offload metadata (a
+    // kernel that takes USO on the TUN knows the GSO type on the TAP as well).
+    let mut merge = Merge {
+        tun: coalesce.then(UdpCoalescer::default),
+        tap: (coalesce && tap.is_some_and(TapQueue::has_vnet_hdr)).then(UdpCoalescer::for_frames),
+    };
     let mut fds = [
         poll_in(Some(queue.as_raw_fd())),
         poll_in(Some(stop.as_raw_fd())),
@@ -343,18 +351,9 @@ fn run_queue(
         // One clock read per batch, not per packet.
         let now = clock.now();
         drain_queue(
-            engine,
-            queue,
-            tap,
-            now,
-            &mut buf,
-            &mut seg,
-            coalescer.as_mut(),
-            counters,
+            engine, queue, tap, now, &mut buf, &mut seg, &mut merge, counters,
         );
-        if let Some(co) = coalescer.as_mut() {
-            flush_coalesced(co, queue, counters);
-        }
+        merge.flush(queue, tap, counters);
     }
 }
 
@@ -367,7 +366,7 @@ fn drain_queue(
     now: Timestamp,
     buf: &mut [u8],
     seg: &mut [u8],
-    mut coalescer: Option<&mut UdpCoalescer>,
+    merge: &mut Merge,
     counters: &QueueCounters,
 ) {
     let hdr_len = vnet_len(queue);
@@ -427,29 +426,90 @@ fn drain_queue(
                     out,
                     hdr_len,
                     VnetHdr::default(),
-                    coalescer.as_deref_mut(),
+                    merge,
                     counters,
                 );
             }
             continue;
         }
         emit(
-            verdict,
-            queue,
-            tap,
-            buf,
-            out,
-            hdr_len,
-            vnet,
-            coalescer.as_deref_mut(),
-            counters,
+            verdict, queue, tap, buf, out, hdr_len, vnet, merge, counters,
         );
     }
 }
 
+/// A worker's UDP merging: one [`UdpCoalescer`] for what goes to the TUN and, when the TAP of
+/// direct routing takes offload metadata, one for its frames.
+struct Merge {
+    tun: Option<UdpCoalescer>,
+    tap: Option<UdpCoalescer>,
+}
+
+impl Merge {
+    /// Writes whatever is pending on either device.
+    fn flush(&mut self, queue: &TunQueue, tap: Option<&TapQueue>, counters: &QueueCounters) {
+        if let Some(co) = self.tun.as_mut() {
+            flush_coalesced(co, Dest::Tun(queue), counters);
+        }
+        if let (Some(co), Some(tap)) = (self.tap.as_mut(), tap) {
+            flush_coalesced(co, Dest::Tap(tap), counters);
+        }
+    }
+}
+
+/// Where a coalescer writes.
+#[derive(Clone, Copy)]
+enum Dest<'a> {
+    Tun(&'a TunQueue),
+    Tap(&'a TapQueue),
+}
+
+impl Dest<'_> {
+    /// Writes `b` (a `virtio_net_hdr`, then the packet or frame); whether all of it went.
+    fn write(self, b: &[u8]) -> bool {
+        match self {
+            Dest::Tun(q) => matches!(q.send(b), Ok(w) if w == b.len()),
+            Dest::Tap(t) => match VnetHdr::parse(b) {
+                Some(h) => {
+                    let frame = &b[VNET_HDR_LEN..];
+                    matches!(t.send_offload(h, frame), Ok(w) if w == frame.len())
+                }
+                None => false,
+            },
+        }
+    }
+}
+
+/// Offers `pkt` (with offload metadata `h`) to `co`; true when it was taken (it is counted when
+/// the super-packet is written). Otherwise whatever was pending has been written first, so the
+/// caller writes `pkt` on its own next, in order.
+fn merged(
+    co: Option<&mut UdpCoalescer>,
+    dest: Dest<'_>,
+    pkt: &[u8],
+    h: VnetHdr,
+    counters: &QueueCounters,
+) -> bool {
+    let Some(co) = co else {
+        return false;
+    };
+    let mut offer = co.offer(pkt, h);
+    if offer == Offer::FlushFirst {
+        flush_coalesced(co, dest, counters);
+        offer = co.offer(pkt, h);
+    }
+    match offer {
+        Offer::Taken => true,
+        Offer::FlushFirst | Offer::Refused => {
+            flush_coalesced(co, dest, counters);
+            false
+        }
+    }
+}
+
 /// Writes the pending USO super-packet (or lone datagram), counting each datagram.
-fn flush_coalesced(co: &mut UdpCoalescer, queue: &TunQueue, counters: &QueueCounters) {
-    if let Some((n, ok)) = co.flush(|b| matches!(queue.send(b), Ok(w) if w == b.len())) {
+fn flush_coalesced(co: &mut UdpCoalescer, dest: Dest<'_>, counters: &QueueCounters) {
+    if let Some((n, ok)) = co.flush(|b| dest.write(b)) {
         let n = n as u64;
         if ok {
             counters.tx_packets.fetch_add(n, Ordering::Relaxed);
@@ -490,7 +550,7 @@ fn emit(
     out: Out,
     hdr_len: usize,
     vnet: VnetHdr,
-    mut coalescer: Option<&mut UdpCoalescer>,
+    merge: &mut Merge,
     counters: &QueueCounters,
 ) {
     // The packet's offload metadata as it leaves: without the partial checksum when the
@@ -511,25 +571,16 @@ fn emit(
                 counters.write_errors.fetch_add(1, Ordering::Relaxed);
                 return;
             };
-            if let Some(co) = coalescer.as_deref_mut() {
-                let pkt = &buf[out.start..out.start + out.len];
-                let mut offer = co.offer(pkt, h);
-                if offer == Offer::FlushFirst {
-                    flush_coalesced(co, queue, counters);
-                    offer = co.offer(pkt, h);
-                }
-                match offer {
-                    // Counted when the super-packet is written.
-                    Offer::Taken => return,
-                    Offer::FlushFirst | Offer::Refused => flush_coalesced(co, queue, counters),
-                }
+            let pkt = &buf[out.start..out.start + out.len];
+            if merged(merge.tun.as_mut(), Dest::Tun(queue), pkt, h, counters) {
+                return;
             }
             send_tun(queue, buf, out.start, out.len, hdr_len, h)
         }
         // A new packet built by the engine: complete checksums, no offload metadata.
         Verdict::Reply => {
-            if let Some(co) = coalescer {
-                flush_coalesced(co, queue, counters);
+            if let Some(co) = merge.tun.as_mut() {
+                flush_coalesced(co, Dest::Tun(queue), counters);
             }
             send_tun(queue, buf, out.start, out.len, hdr_len, VnetHdr::default())
         }
@@ -538,6 +589,9 @@ fn emit(
         Verdict::ForwardFrame => match (tap, out_hdr()) {
             (Some(tap), Some(h)) => {
                 let frame = &buf[out.start..out.start + out.len];
+                if merged(merge.tap.as_mut(), Dest::Tap(tap), frame, h, counters) {
+                    return;
+                }
                 matches!(tap.send_offload(h, frame), Ok(w) if w == frame.len())
             }
             _ => false,
