@@ -59,31 +59,27 @@ fn link_stat(rig: &DrRig, dev: &str, name: &str) -> Result<u64> {
     v.trim().parse().with_context(|| format!("{path}: {v:?}"))
 }
 
+/// A rig with one real server behind a DR service (`proto` is `-t` or `-u`) whose client
+/// reaches the VIP through the director's IP stack (as a routed client would), so its packets
+/// come out of the TUN, not off the bridge into the TAP.
+fn routed_client_rig(proto: &str) -> Result<DrRig> {
+    let rig = rig(1)?;
+    let vip = dr_vip().to_string();
+    let rs = rig.servers[0].addr.to_string();
+    rig.ulvsadm(&["-A", proto, &vip, "-s", "rr"])?;
+    rig.ulvsadm(&["-a", proto, &vip, "-r", &rs, "-g"])?;
+    let via = LAN_DIRECTOR.to_string();
+    rig.client
+        .ip(&["route", "replace", &format!("{DR_VIP}/32"), "via", &via])?;
+    Ok(rig)
+}
+
 /// The kernel hands ulvsd the client's TCP bursts as super-packets through the TUN; with the
 /// TAP's virtio_net_hdr each goes to the bridge as one frame (not cut into MTU-size frames in
 /// userspace), and the bytes arrive intact.
 #[test]
 fn tcp_super_packets_go_to_the_tap_whole() -> Result<()> {
-    let rig = rig(1)?;
-    let vip = dr_vip().to_string();
-    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
-    rig.ulvsadm(&[
-        "-a",
-        "-t",
-        &vip,
-        "-r",
-        &rig.servers[0].addr.to_string(),
-        "-g",
-    ])?;
-    // The client reaches the VIP through the director's IP stack (as a routed client would),
-    // so its packets come out of the TUN, not off the bridge into the TAP.
-    rig.client.ip(&[
-        "route",
-        "replace",
-        &format!("{DR_VIP}/32"),
-        "via",
-        &LAN_DIRECTOR.to_string(),
-    ])?;
+    let rig = routed_client_rig("-t")?;
     // Resolve the real server's MAC first (the first SYN may wait for ARP).
     rig.client
         .run(|| tcp_bulk(dr_vip(), 1000, Duration::from_secs(5)))?
@@ -125,24 +121,7 @@ fn tcp_super_packets_go_to_the_tap_whole() -> Result<()> {
 /// and is answered from the VIP.
 #[test]
 fn udp_burst_from_a_routed_client_is_answered_in_full() -> Result<()> {
-    let rig = rig(1)?;
-    let vip = dr_vip().to_string();
-    rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
-    rig.ulvsadm(&[
-        "-a",
-        "-u",
-        &vip,
-        "-r",
-        &rig.servers[0].addr.to_string(),
-        "-g",
-    ])?;
-    rig.client.ip(&[
-        "route",
-        "replace",
-        &format!("{DR_VIP}/32"),
-        "via",
-        &LAN_DIRECTOR.to_string(),
-    ])?;
+    let rig = routed_client_rig("-u")?;
     // One datagram first, so that the real server's MAC is resolved before the burst.
     rig.client
         .run(|| integration::client::udp_once(dr_vip(), Duration::from_secs(1), 5))??;

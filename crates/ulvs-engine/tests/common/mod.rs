@@ -187,6 +187,24 @@ fn traffic(c: &Counters) -> [(&'static str, u64); 5] {
 
 /// Asserts that from `before` to `after` exactly the listed counters moved, by the listed
 /// amounts (keys may be given by a unique suffix-free full name as in [`flat`]).
+/// The counters moved by one client packet of `bytes` bytes to the TCP service VIP:80 whose
+/// real server is RS1:80, the first ACK of its connection (which it establishes).
+#[allow(dead_code)] // not every test file uses it
+pub fn assert_establishing_ack(before: &StatsSnapshot, after: &StatsSnapshot, bytes: i64) {
+    assert_delta(
+        before,
+        after,
+        &[
+            ("TCP 198.18.1.1:80 in_pkts", 1),
+            ("TCP 198.18.1.1:80 in_bytes", bytes),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 in_pkts", 1),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 in_bytes", bytes),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 active", 1),
+            ("TCP 198.18.1.1:80 -> 198.19.0.11:80 inactive", -1),
+        ],
+    );
+}
+
 pub fn assert_delta(before: &StatsSnapshot, after: &StatsSnapshot, expected: &[(&str, i64)]) {
     let (b, a) = (flat(before), flat(after));
     let mut want: BTreeMap<String, i64> = BTreeMap::new();
