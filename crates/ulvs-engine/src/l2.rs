@@ -306,14 +306,18 @@ pub(crate) fn request(ip: IpAddr, our: [u8; 6], arp_source: Option<Ipv4Addr>) ->
 }
 
 /// Turns the IP packet in `pkt` into an Ethernet frame for the direct-routing real server at
-/// `rs` (its MAC as destination, the TAP's as source).
+/// `rs` (its MAC as destination, the TAP's as source). A TAP with offload
+/// ([`crate::Director::frame_offload`]) takes the packet's offload metadata along (the sender
+/// moves it past the Ethernet header); for one without, a partial checksum is finished here
+/// (super-packets were split before, see `xmit::needs_split`).
 pub(crate) fn to_frame(
     engine: &Engine,
     now: Timestamp,
     pkt: &mut PacketBuf<'_>,
     rs: IpAddr,
 ) -> Verdict {
-    let Some(our) = engine.director.load().mac else {
+    let dir = engine.director.load();
+    let Some(our) = dir.mac else {
         return engine.drops.count(DropReason::NoL2Device);
     };
     let Some(mac) = engine.neigh.lookup(rs, now) else {
@@ -321,6 +325,9 @@ pub(crate) fn to_frame(
     };
     if pkt.start < ETH_HLEN {
         return engine.drops.count(DropReason::NoHeadroom);
+    }
+    if !dir.frame_offload {
+        crate::offload::finish_partial(pkt);
     }
     let ethertype = if pkt.data()[0] >> 4 == 6 {
         ETH_P_IPV6

@@ -37,16 +37,8 @@ pub(crate) fn inbound(
     match f.method {
         // A real server edited to FULLNAT keeps its NAT connections as they are.
         ForwardMethod::Masq | ForwardMethod::FullNat => fwd::masq::to_dest(conn, pkt, ip),
-        // A frame on a TAP with offload keeps the packet's offload metadata (the sender moves
-        // it past the Ethernet header); without, the frame carries none: finish the checksum
-        // here (super-packets were split before, see `needs_split`). Encapsulated packets
-        // carry none either.
-        ForwardMethod::Route => {
-            if !engine.director.load().frame_offload {
-                crate::offload::finish_partial(pkt);
-            }
-            crate::l2::to_frame(engine, now, pkt, conn.reply.src)
-        }
+        // The frame keeps or loses the offload metadata by the TAP's kind (see `to_frame`).
+        ForwardMethod::Route => crate::l2::to_frame(engine, now, pkt, conn.reply.src),
         // GUE remote checksum offload leaves a partial inner checksum to the receiver.
         ForwardMethod::Tunnel => {
             let remcsum = tunnel::Remcsum::of(pkt, ip, &f.tunnel);
