@@ -90,13 +90,7 @@ impl TapQueue {
                     "offload metadata on a TAP without virtio_net_hdr",
                 ));
             }
-            // SAFETY: the pointer and length describe `frame`, which is valid for reads.
-            let n = unsafe { libc::write(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
-            return if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            };
+            return self.write(frame);
         }
         let hdr = hdr.to_bytes();
         let iov = [
@@ -115,6 +109,29 @@ impl TapQueue {
             return Err(io::Error::last_os_error());
         }
         Ok((n as usize).saturating_sub(VNET_HDR_LEN))
+    }
+
+    /// Writes `bytes`, a `virtio_net_hdr` followed by its frame, as they are (what
+    /// [`crate::vnet::UdpCoalescer::flush`] hands over). Returns the bytes written, header
+    /// included; refused on a TAP without a `virtio_net_hdr`.
+    pub fn send_prefixed(&self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.vnet_hdr {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "virtio_net_hdr on a TAP without one",
+            ));
+        }
+        self.write(bytes)
+    }
+
+    fn write(&self, bytes: &[u8]) -> io::Result<usize> {
+        // SAFETY: the pointer and length describe `bytes`, which is valid for reads.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 }
 

@@ -469,13 +469,7 @@ impl Dest<'_> {
     fn write(self, b: &[u8]) -> bool {
         match self {
             Dest::Tun(q) => matches!(q.send(b), Ok(w) if w == b.len()),
-            Dest::Tap(t) => match VnetHdr::parse(b) {
-                Some(h) => {
-                    let frame = &b[VNET_HDR_LEN..];
-                    matches!(t.send_offload(h, frame), Ok(w) if w == frame.len())
-                }
-                None => false,
-            },
+            Dest::Tap(t) => matches!(t.send_prefixed(b), Ok(w) if w == b.len()),
         }
     }
 }
