@@ -447,32 +447,6 @@ impl Router {
         Ok(())
     }
 
-    /// The root qdisc kind of the TUN (`noqueue` after [`Router::use_noqueue`]).
-    pub async fn tun_qdisc(&self) -> Result<Option<String>, RouterError> {
-        let index = self.tun_ifindex()?;
-        let qdiscs: Vec<TcMessage> = self
-            .handle
-            .qdisc()
-            .get()
-            .index(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| RouterError::Netlink {
-                operation: format!("list the qdiscs of {}", self.opts.tun_name),
-                source,
-            })?;
-        Ok(qdiscs
-            .into_iter()
-            .filter(|q| q.header.index == index && q.header.parent == TcHandle::ROOT)
-            .find_map(|q| {
-                q.attributes.into_iter().find_map(|a| match a {
-                    TcAttribute::Kind(k) => Some(k),
-                    _ => None,
-                })
-            }))
-    }
-
     fn tun_ifindex(&self) -> Result<i32, RouterError> {
         i32::try_from(self.opts.tun_index).map_err(|_| RouterError::Netlink {
             operation: format!("use interface index {}", self.opts.tun_index),

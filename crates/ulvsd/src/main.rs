@@ -206,7 +206,6 @@ fn main() {
     }
 }
 
-/// Checks the host; with `configure`, fixes forwarding instead of failing.
 /// Most TUN queues (worker threads) ulvsd opens.
 const MAX_QUEUES: u16 = 64;
 
@@ -219,6 +218,7 @@ fn default_queues() -> u16 {
         .clamp(1, MAX_QUEUES)
 }
 
+/// Checks the host; with `configure`, fixes forwarding instead of failing.
 fn check_host(host: &Host, configure: bool) -> anyhow::Result<()> {
     host.check_net_admin()?;
     host.check_tun_device()?;
