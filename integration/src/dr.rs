@@ -237,6 +237,17 @@ impl DrRig {
         self.bins.ulvsadm_at(&self.socket(), args)
     }
 
+    /// Adds the IPv4 DR service `VIP:80` (`proto` is `-t` or `-u`, scheduler rr) with every real
+    /// server of the rig (`-g`).
+    pub fn add_dr_service(&self, proto: &str) -> Result<()> {
+        let vip = dr_vip().to_string();
+        self.ulvsadm(&["-A", proto, &vip, "-s", "rr"])?;
+        for rs in &self.servers {
+            self.ulvsadm(&["-a", proto, &vip, "-r", &rs.addr.to_string(), "-g"])?;
+        }
+        Ok(())
+    }
+
     /// The MAC `ulvsd` forwards from and answers ARP and NDP with (its startup line
     /// `TAP device attached ... mac=xx:xx:xx:xx:xx:xx`), lower case.
     pub fn station_mac(&self) -> Result<String> {

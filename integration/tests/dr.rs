@@ -26,11 +26,7 @@ fn out_pkts(rig: &DrRig) -> Result<u64> {
 #[test]
 fn tcp_dr_bulk_echo_bypasses_the_director() -> Result<()> {
     let rig = rig(2)?;
-    let vip = dr_vip().to_string();
-    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
-    for rs in &rig.servers {
-        rig.ulvsadm(&["-a", "-t", &vip, "-r", &rs.addr.to_string(), "-g"])?;
-    }
+    rig.add_dr_service("-t")?;
     let listing = rig.ulvsadm(&["-L", "-n"])?;
     ensure!(listing.matches("Route").count() == 2, "-L -n:\n{listing}");
     let mut seen = std::collections::BTreeSet::new();
@@ -64,10 +60,7 @@ fn link_stat(rig: &DrRig, dev: &str, name: &str) -> Result<u64> {
 /// come out of the TUN, not off the bridge into the TAP.
 fn routed_client_rig(proto: &str) -> Result<DrRig> {
     let rig = rig(1)?;
-    let vip = dr_vip().to_string();
-    let rs = rig.servers[0].addr.to_string();
-    rig.ulvsadm(&["-A", proto, &vip, "-s", "rr"])?;
-    rig.ulvsadm(&["-a", proto, &vip, "-r", &rs, "-g"])?;
+    rig.add_dr_service(proto)?;
     let via = LAN_DIRECTOR.to_string();
     rig.client
         .ip(&["route", "replace", &format!("{DR_VIP}/32"), "via", &via])?;
@@ -154,16 +147,7 @@ fn udp_burst_from_a_routed_client_is_answered_in_full() -> Result<()> {
 #[test]
 fn udp_dr_answers_come_from_the_vip() -> Result<()> {
     let rig = rig(1)?;
-    let vip = dr_vip().to_string();
-    rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
-    rig.ulvsadm(&[
-        "-a",
-        "-u",
-        &vip,
-        "-r",
-        &rig.servers[0].addr.to_string(),
-        "-g",
-    ])?;
+    rig.add_dr_service("-u")?;
     let replies = rig.client.run(|| {
         integration::client::many(5, Duration::from_secs(20), || {
             integration::client::udp_once(dr_vip(), Duration::from_secs(1), 5)

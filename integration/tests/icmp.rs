@@ -484,16 +484,7 @@ fn wait_for_pmtu(rs: &Netns, client: Ipv4Addr, mtu: u16) -> Result<()> {
 fn frag_needed_at_the_vip_reaches_the_direct_routing_real_server() -> Result<()> {
     require_root()?;
     let rig = DrRig::new(Bins::from_env()?, 1)?;
-    let vip = dr_vip().to_string();
-    rig.ulvsadm(&["-A", "-u", &vip, "-s", "rr"])?;
-    rig.ulvsadm(&[
-        "-a",
-        "-u",
-        &vip,
-        "-r",
-        &rig.servers[0].addr.to_string(),
-        "-g",
-    ])?;
+    rig.add_dr_service("-u")?;
     let client = LAN_CLIENT;
     rig.client
         .run(|| forge_frag_needed_for_a_reply(dr_vip(), client, 1300))?
