@@ -440,6 +440,22 @@ mod tests {
         csum_offset: 0,
     };
 
+    /// Segmenting `sup` by `gso` (as the kernel will) gives back exactly the datagrams `sent`,
+    /// and nothing more.
+    fn segments_back(sup: &[u8], gso: usize, sent: &[Vec<u8>]) {
+        let mut seg = vec![0u8; 2048];
+        for (i, want) in sent.iter().enumerate() {
+            let n = ulvs_engine::offload::segment(sup, gso, i, &mut seg)
+                .unwrap()
+                .unwrap();
+            assert_eq!(&seg[..n], &want[..], "segment {i}");
+        }
+        assert_eq!(
+            ulvs_engine::offload::segment(sup, gso, sent.len(), &mut seg),
+            Ok(None)
+        );
+    }
+
     #[test]
     fn a_burst_of_one_flow_becomes_one_uso_packet_that_segments_back() {
         let mut c = UdpCoalescer::default();
@@ -466,18 +482,7 @@ mod tests {
             0,
             "IP header checksum"
         );
-        // Segmenting it (as the kernel will) gives back exactly the datagrams sent.
-        let mut seg = vec![0u8; 2048];
-        for (i, want) in sent.iter().enumerate() {
-            let n = ulvs_engine::offload::segment(sup, 36, i, &mut seg)
-                .unwrap()
-                .unwrap();
-            assert_eq!(&seg[..n], &want[..], "segment {i}");
-        }
-        assert_eq!(
-            ulvs_engine::offload::segment(sup, 36, 5, &mut seg),
-            Ok(None)
-        );
+        segments_back(sup, 36, &sent);
     }
 
     /// `ip` behind an Ethernet header to `dst` (IPv4 ethertype unless `ethertype` says other).
@@ -534,13 +539,7 @@ mod tests {
         );
         let sup = &f[14..];
         assert_eq!(sup.len(), 28 + 4 * 36);
-        let mut seg = vec![0u8; 2048];
-        for (i, want) in sent.iter().enumerate() {
-            let n = ulvs_engine::offload::segment(sup, 36, i, &mut seg)
-                .unwrap()
-                .unwrap();
-            assert_eq!(&seg[..n], &want[..], "segment {i}");
-        }
+        segments_back(sup, 36, &sent);
     }
 
     #[test]
