@@ -363,6 +363,29 @@ impl NatRig {
         })?
     }
 
+    /// What `tc` shows on the ingress of the real servers' bridge `br0` in the director: the
+    /// filters (with statistics) and the qdiscs.
+    pub fn bridge_tc(&self) -> Result<(String, String)> {
+        let filters = crate::run_cmd(
+            self.director
+                .command("tc")
+                .args(["-s", "filter", "show", "dev", "br0", "ingress"]),
+        )?;
+        let qdiscs = crate::run_cmd(
+            self.director
+                .command("tc")
+                .args(["qdisc", "show", "dev", "br0"]),
+        )?;
+        Ok((filters, qdiscs))
+    }
+
+    /// Packets the filters on `br0`'s ingress have handed on (the sum of their actions'
+    /// `Sent N bytes P pkt` counters).
+    pub fn redirected_packets(&self) -> Result<u64> {
+        let (filters, _) = self.bridge_tc()?;
+        sent_packets(&filters)
+    }
+
     /// A report of the director's state for failure messages: `ulvsadm -L -n`, policy rules,
     /// routes, and every process's output.
     pub fn diagnostics(&self) -> String {
@@ -402,5 +425,36 @@ impl Drop for NatRig {
         if std::thread::panicking() {
             eprintln!("=== rig diagnostics ===\n{}", self.diagnostics());
         }
+    }
+}
+
+/// The sum of the `Sent N bytes P pkt` counters in `tc -s filter show` output.
+pub fn sent_packets(tc_output: &str) -> Result<u64> {
+    let mut total = 0;
+    for line in tc_output.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("Sent ") else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let (Some(p), Some(&"pkt")) = (words.get(2), words.get(3)) else {
+            anyhow::bail!("unexpected tc statistics line {line:?}");
+        };
+        total += p
+            .parse::<u64>()
+            .with_context(|| format!("packet count in {line:?}"))?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sent_packets;
+
+    #[test]
+    fn sent_packets_sums_every_statistics_line() {
+        let out = "filter protocol ip pref 29952 u32 chain 0 fh 800::800\n  match c612010b/ffffffff at 12\n\taction order 1: mirred (Egress Redirect to device ulvs0) stolen\n\tSent 2320 bytes 28 pkt (dropped 0, overlimits 0 requeues 0) \n\tbacklog 0b 0p requeues 0\n\tSent 0 bytes 0 pkt (dropped 0, overlimits 0 requeues 0) \n\tSent 82 bytes 1 pkt (dropped 0)\n";
+        assert_eq!(sent_packets(out).unwrap(), 29);
+        assert_eq!(sent_packets("").unwrap(), 0);
+        assert!(sent_packets("Sent 12 bytes many pkt").is_err());
     }
 }

@@ -83,6 +83,21 @@ fn tcp_fullnat_real_servers_see_a_local_address() -> Result<()> {
         per_server.get("rs1") == Some(&10) && per_server.get("rs2") == Some(&10),
         "rr over two FULLNAT real servers: {per_server:?}"
     );
+    // The replies to the local addresses reach the TUN through the filters on br0's ingress
+    // (one per local address), at least the SYN-ACK, the greeting and the echo of each.
+    let (filters, _) = rig.bridge_tc()?;
+    for l in LADDRS {
+        let key = format!("{:08x}/ffffffff at 16", u32::from(l));
+        ensure!(
+            filters.matches(&key).count() == 1,
+            "no single redirect filter for {l} on br0:\n{filters}"
+        );
+    }
+    let redirected = rig.redirected_packets()?;
+    ensure!(
+        redirected >= 3 * 20,
+        "the filters handed on {redirected} packets for 20 connections:\n{filters}"
+    );
     Ok(())
 }
 

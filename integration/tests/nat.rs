@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use integration::client::{Reply, split};
-use integration::topology::{CLIENT_ADDR, TUN_NAME, VIP, vip_tcp, vip_udp};
+use integration::topology::{
+    CLIENT_ADDR, DIRECTOR_RS_ADDR, RS_TCP_PORT, TUN_NAME, VIP, vip_tcp, vip_udp,
+};
 use integration::{Bins, NatRig, require_root, run_cmd};
 
 fn rig(n_servers: usize) -> Result<NatRig> {
@@ -211,11 +213,124 @@ fn default_tun_has_a_queue_per_cpu_and_no_qdisc() -> Result<()> {
 }
 
 #[test]
+fn nat_replies_reach_the_tun_through_tc_filters_and_the_directors_own_connections_still_work()
+-> Result<()> {
+    let rig = rig(1)?;
+    let (filters, qdiscs) = rig.bridge_tc()?;
+    ensure!(
+        filters.trim().is_empty() && !qdiscs.contains("clsact"),
+        "tc on br0 before any service: {filters}{qdiscs}"
+    );
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    let (filters, qdiscs) = rig.bridge_tc()?;
+    let rs_hex = format!("{:08x}/ffffffff at 12", u32::from(rig.servers[0].addr));
+    let port_hex = format!("{RS_TCP_PORT:04x}0000/ffff0000 at 20");
+    ensure!(
+        qdiscs.contains("qdisc clsact")
+            && filters.contains(&rs_hex)
+            && filters.contains(&port_hex)
+            && filters.contains(&format!("Egress Redirect to device {TUN_NAME}")),
+        "no redirect filter for the real server on br0:\n{filters}{qdiscs}"
+    );
+
+    let replies = rig.tcp_probes(vip_tcp(), 20, Duration::from_secs(30))?;
+    check_nat_replies(&replies, vip_tcp())?;
+    // A connection's replies are at least the SYN-ACK, the greeting and the echo.
+    let redirected = rig.redirected_packets()?;
+    ensure!(
+        redirected >= 3 * 20,
+        "the filters handed on {redirected} packets for 20 connections\n{}",
+        rig.bridge_tc()?.0
+    );
+
+    // The director's own connection to the real server's service port: its replies match the
+    // filter too; the engine hands them back and the kernel delivers them locally.
+    let rs = SocketAddr::new(rig.servers[0].addr.into(), RS_TCP_PORT);
+    let own = rig
+        .director
+        .run(|| integration::client::tcp_once(rs, Duration::from_secs(5)))??;
+    ensure!(
+        own.peer == rs && own.seen_client.ip() == std::net::IpAddr::from(DIRECTOR_RS_ADDR),
+        "director's own connection: {own:?}"
+    );
+    ensure!(
+        rig.redirected_packets()? >= redirected + 3,
+        "the director's own connection bypassed the filter"
+    );
+
+    // Without a NAT real server the filters and our clsact qdisc go.
+    rig.ulvsadm(&["-d", "-t", &vip, "-r", &rig.servers[0].tcp()])?;
+    let (filters, qdiscs) = rig.bridge_tc()?;
+    ensure!(
+        filters.trim().is_empty() && !qdiscs.contains("clsact"),
+        "tc on br0 after the real server was removed: {filters}{qdiscs}"
+    );
+    Ok(())
+}
+
+#[test]
+fn without_reply_redirects_the_policy_rules_alone_steer_replies() -> Result<()> {
+    require_root()?;
+    let mut rig = NatRig::new(Bins::from_env()?, 1)?;
+    rig.start_ulvsd_with(&["--no-reply-redirect"])?;
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    let (filters, qdiscs) = rig.bridge_tc()?;
+    ensure!(
+        filters.trim().is_empty() && !qdiscs.contains("clsact"),
+        "tc on br0 with --no-reply-redirect: {filters}{qdiscs}"
+    );
+    let replies = rig.tcp_probes(vip_tcp(), 10, Duration::from_secs(30))?;
+    check_nat_replies(&replies, vip_tcp())
+}
+
+#[test]
+fn a_killed_daemons_redirect_filters_are_removed_by_the_next_start() -> Result<()> {
+    require_root()?;
+    let mut rig = NatRig::new(Bins::from_env()?, 1)?;
+    rig.start_ulvsd()?;
+    let vip = vip_tcp().to_string();
+    let add = |rig: &NatRig| -> Result<()> {
+        rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+        rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+        Ok(())
+    };
+    add(&rig)?;
+    let proc = rig.ulvsd().context("ulvsd is running")?;
+    proc.signal(libc::SIGKILL)?;
+    integration::wait_until("ulvsd to die", Duration::from_secs(10), || {
+        Ok(proc.try_wait()?.is_some())
+    })?;
+    let (left, _) = rig.bridge_tc()?;
+    ensure!(
+        left.contains("u32"),
+        "a killed ulvsd left no filter to clean up: {left}"
+    );
+    rig.stop_ulvsd(Duration::from_secs(1))?;
+
+    rig.start_ulvsd()?;
+    let (filters, _) = rig.bridge_tc()?;
+    ensure!(
+        filters.trim().is_empty(),
+        "the filters of the killed run are still there: {filters}"
+    );
+    add(&rig)?;
+    let replies = rig.tcp_probes(vip_tcp(), 5, Duration::from_secs(30))?;
+    check_nat_replies(&replies, vip_tcp())?;
+    ensure!(rig.redirected_packets()? >= 15);
+    Ok(())
+}
+
+#[test]
 fn sigterm_exits_cleanly_and_removes_routes_and_rules() -> Result<()> {
     require_root()?;
     let mut rig = NatRig::new(Bins::from_env()?, 1)?;
     let rules_before = rig.director.ip(&["rule", "show"])?;
     let routes_before = rig.director.ip(&["route", "show", "table", "all"])?;
+    let tc_before = rig.bridge_tc()?;
     rig.start_ulvsd()?;
     // --configure-sysctls turned forwarding on and reverse-path filtering off.
     assert_eq!(rig.director.read_sysctl("net/ipv4/ip_forward")?, "1");
@@ -237,6 +352,11 @@ fn sigterm_exits_cleanly_and_removes_routes_and_rules() -> Result<()> {
     let routes_after = rig.director.ip(&["route", "show", "table", "all"])?;
     assert_eq!(rules_after, rules_before, "policy rules left behind");
     assert_eq!(routes_after, routes_before, "routes left behind");
+    assert_eq!(
+        rig.bridge_tc()?,
+        tc_before,
+        "tc filters or qdisc left behind"
+    );
     ensure!(
         rig.director.ip(&["link", "show", TUN_NAME]).is_err(),
         "{TUN_NAME} still exists after ulvsd exited"

@@ -14,6 +14,8 @@
 //!   tunnel source go to [`ulvs_engine::Engine::process_local_icmp`] (relayed to clients).
 //! - [`router`]: host routes for the virtual addresses and reply-steering policy rules, kept in
 //!   step with the configuration over netlink, removed on exit.
+//! - [`redirect`]: `tc` ingress filters on the real servers' interfaces that hand NAT and
+//!   FULLNAT replies to the TUN ahead of the routed path (an accelerator over the rules).
 //! - [`prereq`]: checks of forwarding, `rp_filter`, CAP_NET_ADMIN and `/dev/net/tun`, and the
 //!   optional fix-up of the sysctls.
 //!
@@ -26,6 +28,7 @@
 
 pub mod icmp_watch;
 pub mod prereq;
+pub mod redirect;
 pub mod router;
 pub mod tap;
 pub mod tun;
@@ -34,6 +37,7 @@ pub mod worker;
 
 pub use icmp_watch::{Families, IcmpWatcher};
 pub use prereq::{Host, PrereqError};
+pub use redirect::{Redirect, RedirectOptions};
 pub use router::{Entry, Plan, Router, RouterError, RouterOptions};
 pub use tap::{TapDevice, TapQueue};
 pub use tun::{Offloads, TunConfig, TunDevice, TunError, TunQueue};

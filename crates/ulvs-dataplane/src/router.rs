@@ -28,6 +28,11 @@
 //!   address, which is routed into the TUN;
 //! - per address family that has such a rule, `default dev <tun>` in the ulvs table.
 //!
+//! On top of these, [`crate::redirect`] puts `tc` ingress filters on the interfaces NAT and
+//! FULLNAT real servers are reached through, which hand their plain replies to the TUN before
+//! the kernel routes them; the rules and routes above stay, and carry whatever the filters do
+//! not match (or everything, where the filters cannot be installed).
+//!
 //! Every route and rule carries the router's own protocol id ([`RouterOptions::protocol`]), so
 //! the router only ever deletes what it installed; [`Router::remove_stale`] removes leftovers of
 //! a crashed run by that id. The desired set is a pure function of the configuration and the
@@ -52,6 +57,8 @@ use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 use ulvs_engine::{Config, ForwardMethod, Protocol};
 
+use crate::redirect::{self, Redirect, RedirectOptions, Redirector};
+
 /// Default routing table for steered replies (0x75).
 pub const DEFAULT_TABLE: u32 = 0x75;
 /// Default priority of the reply-steering policy rules.
@@ -72,6 +79,8 @@ pub struct RouterOptions {
     pub rule_priority: u32,
     /// Protocol id of our routes and rules (`proto` in `ip route`/`ip rule`).
     pub protocol: u8,
+    /// The `tc` filters that hand real servers' replies to the TUN ahead of the routed path.
+    pub redirect: RedirectOptions,
 }
 
 impl RouterOptions {
@@ -83,6 +92,7 @@ impl RouterOptions {
             table: DEFAULT_TABLE,
             rule_priority: DEFAULT_RULE_PRIORITY,
             protocol: DEFAULT_PROTOCOL,
+            redirect: RedirectOptions::default(),
         }
     }
 }
@@ -406,6 +416,7 @@ pub struct Router {
     handle: Handle,
     opts: RouterOptions,
     installed: tokio::sync::Mutex<BTreeSet<Entry>>,
+    redirector: Redirector,
 }
 
 impl Router {
@@ -413,10 +424,12 @@ impl Router {
     pub fn connect(opts: RouterOptions) -> Result<Router, RouterError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(RouterError::Connect)?;
         tokio::spawn(conn);
+        let redirector = Redirector::new(handle.clone(), opts.redirect.clone(), opts.tun_index);
         Ok(Router {
             handle,
             opts,
             installed: tokio::sync::Mutex::new(BTreeSet::new()),
+            redirector,
         })
     }
 
@@ -464,11 +477,21 @@ impl Router {
         self.installed.lock().await.clone()
     }
 
-    /// Deletes every route and rule that carries our protocol id (leftovers of a run that did
-    /// not exit cleanly). Returns how many were removed.
+    /// The reply redirects installed now, per interface.
+    pub async fn redirects(&self) -> BTreeMap<String, BTreeSet<Redirect>> {
+        self.redirector.installed().await
+    }
+
+    /// Deletes every route and rule that carries our protocol id and every redirect filter at
+    /// our priorities (leftovers of a run that did not exit cleanly). Returns how many were
+    /// removed (a redirect priority counts once per interface).
     pub async fn remove_stale(&self) -> Result<usize, RouterError> {
         let proto = RouteProtocol::from(self.opts.protocol);
-        let mut removed = 0;
+        let mut removed = self
+            .redirector
+            .remove_stale()
+            .await
+            .map_err(|(operation, source)| RouterError::Netlink { operation, source })?;
         for version in [IpVersion::V4, IpVersion::V6] {
             let rules: Vec<RuleMessage> = self
                 .handle
@@ -639,7 +662,9 @@ impl Router {
     }
 
     /// Installs the entries `cfg` needs and removes the ones it no longer needs. On error,
-    /// undoes what this call did, so the installed set is unchanged.
+    /// undoes what this call did, so the installed set is unchanged. Then brings the reply
+    /// redirects in step, which never fails the call (an interface whose filters cannot be
+    /// installed keeps the routed path).
     pub async fn sync(&self, cfg: &Config) -> Result<(), RouterError> {
         let mut installed = self.installed.lock().await;
         let mut ifaces = BTreeMap::new();
@@ -648,9 +673,27 @@ impl Router {
         }
         let desired = desired_entries(cfg, &ifaces)?;
         let plan = Plan::between(&installed, &desired);
-        if plan.is_empty() {
-            return Ok(());
+        if !plan.is_empty() {
+            self.apply(&plan).await?;
+            *installed = desired;
         }
+        if self.opts.redirect.enabled {
+            // FULLNAT real servers need no rule, so a missing route is no error for them.
+            for ip in redirect::redirect_dest_addrs(cfg) {
+                if let std::collections::btree_map::Entry::Vacant(v) = ifaces.entry(ip)
+                    && let Ok(name) = self.interface_of(ip).await
+                {
+                    v.insert(name);
+                }
+            }
+            let redirects = redirect::desired_redirects(cfg, &ifaces);
+            self.redirector.sync(&redirects).await;
+        }
+        Ok(())
+    }
+
+    /// Carries out a plan; on error undoes what it did.
+    async fn apply(&self, plan: &Plan) -> Result<(), RouterError> {
         let mut done: Vec<(bool, &Entry)> = Vec::new();
         let steps = plan
             .add
@@ -681,14 +724,14 @@ impl Router {
             }
             tracing::debug!("{} {entry}", if add { "added" } else { "removed" });
         }
-        *installed = desired;
         Ok(())
     }
 
-    /// Removes everything installed (in reverse install order). Keeps going past errors and
-    /// returns the first one.
+    /// Removes everything installed (the redirects first, then the entries in reverse install
+    /// order). Keeps going past errors and returns the first one.
     pub async fn clear(&self) -> Result<(), RouterError> {
         let mut installed = self.installed.lock().await;
+        self.redirector.clear().await;
         let mut first = None;
         for entry in installed.iter().rev() {
             if let Err(e) = self.del(entry).await {
@@ -744,12 +787,12 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::SocketAddr;
     use ulvs_engine::{DestConfig, ServiceConfig, ServiceKey};
 
-    fn dest(addr: &str, forward: ForwardMethod) -> DestConfig {
+    pub(crate) fn dest(addr: &str, forward: ForwardMethod) -> DestConfig {
         DestConfig {
             addr: addr.parse().unwrap(),
             forward,
@@ -760,7 +803,7 @@ mod tests {
         }
     }
 
-    fn service(proto: Protocol, vip: &str, dests: Vec<DestConfig>) -> ServiceConfig {
+    pub(crate) fn service(proto: Protocol, vip: &str, dests: Vec<DestConfig>) -> ServiceConfig {
         let mut s = ServiceConfig::new(ServiceKey {
             protocol: proto,
             addr: vip.parse::<SocketAddr>().unwrap(),
@@ -769,11 +812,11 @@ mod tests {
         s
     }
 
-    fn ip(s: &str) -> IpAddr {
+    pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn ifaces(pairs: &[(&str, &str)]) -> BTreeMap<IpAddr, String> {
+    pub(crate) fn ifaces(pairs: &[(&str, &str)]) -> BTreeMap<IpAddr, String> {
         pairs.iter().map(|(a, n)| (ip(a), n.to_string())).collect()
     }
 

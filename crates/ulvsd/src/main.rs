@@ -20,7 +20,8 @@ use ulvs_control::{BackendInfo, ControlService};
 use ulvs_dataplane::router::{DEFAULT_RULE_PRIORITY, DEFAULT_TABLE};
 use ulvs_dataplane::tun::{DEFAULT_MTU, DEFAULT_TUN_NAME};
 use ulvs_dataplane::{
-    Clock, Host, Router, RouterOptions, TapDevice, TunConfig, TunDevice, WorkerOptions, Workers,
+    Clock, Host, RedirectOptions, Router, RouterOptions, TapDevice, TunConfig, TunDevice,
+    WorkerOptions, Workers,
 };
 use ulvs_engine::{Engine, EngineOptions};
 
@@ -65,6 +66,11 @@ struct Args {
     /// Priority of the policy rules that steer real-server replies into the TUN.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RULE_PRIORITY)]
     rule_priority: u32,
+    /// Do not install the `tc` ingress filters that hand NAT and FULLNAT replies straight to
+    /// the TUN on the real servers' interfaces; the policy rules and routes, which are always
+    /// installed, then steer every reply through the kernel's forwarding path.
+    #[arg(long)]
+    no_reply_redirect: bool,
     /// MTU of the TUN device.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MTU,
           value_parser = clap::value_parser!(u32).range(576..=65535))]
@@ -295,6 +301,10 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
     let router = Arc::new(Router::connect(RouterOptions {
         table: args.route_table,
         rule_priority: args.rule_priority,
+        redirect: RedirectOptions {
+            enabled: !args.no_reply_redirect,
+            ..RedirectOptions::default()
+        },
         ..RouterOptions::new(tun.name(), tun.index())
     })?);
     if let Err(err) = router.use_noqueue().await {
@@ -304,7 +314,7 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
     if stale > 0 {
         tracing::info!(
             removed = stale,
-            "removed routes and rules left by an earlier run"
+            "removed routes, rules and redirect filters left by an earlier run"
         );
     }
 
