@@ -379,11 +379,11 @@ impl NatRig {
         Ok((filters, qdiscs))
     }
 
-    /// Packets the filters on `br0`'s ingress have handed on (the sum of their actions'
-    /// `Sent N bytes P pkt` counters).
+    /// Packets the filters on `br0`'s ingress have redirected to the TUN (the `Sent N bytes P
+    /// pkt` counters of their `mirred` actions).
     pub fn redirected_packets(&self) -> Result<u64> {
         let (filters, _) = self.bridge_tc()?;
-        sent_packets(&filters)
+        sent_packets(&filters, "mirred")
     }
 
     /// A report of the director's state for failure messages: `ulvsadm -L -n`, policy rules,
@@ -428,13 +428,22 @@ impl Drop for NatRig {
     }
 }
 
-/// The sum of the `Sent N bytes P pkt` counters in `tc -s filter show` output.
-pub fn sent_packets(tc_output: &str) -> Result<u64> {
+/// The sum of the `Sent N bytes P pkt` counters of the actions of kind `action` (`mirred`,
+/// `gact`) in `tc -s filter show` output.
+pub fn sent_packets(tc_output: &str, action: &str) -> Result<u64> {
     let mut total = 0;
+    let mut counting = false;
     for line in tc_output.lines().map(str::trim) {
+        if let Some(kind) = line.strip_prefix("action order ") {
+            counting = kind.split_whitespace().nth(1).is_some_and(|k| k == action);
+            continue;
+        }
         let Some(rest) = line.strip_prefix("Sent ") else {
             continue;
         };
+        if !counting {
+            continue;
+        }
         let words: Vec<&str> = rest.split_whitespace().collect();
         let (Some(p), Some(&"pkt")) = (words.get(2), words.get(3)) else {
             anyhow::bail!("unexpected tc statistics line {line:?}");
@@ -452,9 +461,12 @@ mod tests {
 
     #[test]
     fn sent_packets_sums_every_statistics_line() {
-        let out = "filter protocol ip pref 29952 u32 chain 0 fh 800::800\n  match c612010b/ffffffff at 12\n\taction order 1: mirred (Egress Redirect to device ulvs0) stolen\n\tSent 2320 bytes 28 pkt (dropped 0, overlimits 0 requeues 0) \n\tbacklog 0b 0p requeues 0\n\tSent 0 bytes 0 pkt (dropped 0, overlimits 0 requeues 0) \n\tSent 82 bytes 1 pkt (dropped 0)\n";
-        assert_eq!(sent_packets(out).unwrap(), 29);
-        assert_eq!(sent_packets("").unwrap(), 0);
-        assert!(sent_packets("Sent 12 bytes many pkt").is_err());
+        let out = "filter protocol ip pref 29952 u32 chain 0 fh 800::800\n  match c6120101/ffffffff at 16\n\taction order 1: gact action pass\n\t random type none pass val 0\n\t index 1 ref 1 bind 1\n\tAction statistics:\n\tSent 600 bytes 7 pkt (dropped 0, overlimits 0 requeues 0) \n\nfilter protocol ip pref 29952 u32 chain 0 fh 800::801\n  match c612010b/ffffffff at 12\n\taction order 1: mirred (Egress Redirect to device ulvs0) stolen\n\tSent 2320 bytes 28 pkt (dropped 0, overlimits 0 requeues 0) \n\tbacklog 0b 0p requeues 0\n\tSent 82 bytes 1 pkt (dropped 0)\n";
+        assert_eq!(sent_packets(out, "mirred").unwrap(), 29);
+        assert_eq!(sent_packets(out, "gact").unwrap(), 7);
+        assert_eq!(sent_packets("", "mirred").unwrap(), 0);
+        assert!(
+            sent_packets("action order 1: mirred x\nSent 12 bytes many pkt", "mirred").is_err()
+        );
     }
 }

@@ -12,12 +12,20 @@
 //! - a FULLNAT filter matches `dst LADDR` (a local address), which the main table routes into
 //!   the TUN anyway.
 //!
+//! - ahead of those, pass filters (a match without an action: the packet goes on into the
+//!   stack) for every
+//!   destination of the `local` routing table (the director's own addresses and broadcast
+//!   addresses) and for multicast, because the policy rules only ever saw what the `local`
+//!   table did not take: a real server answering the director's own connection (a health check,
+//!   a proxy on the director using the same backends) is delivered straight to its socket.
+//!
 //! The filters are an accelerator over the rules and routes, never a replacement: whatever they
 //! do not match (fragments, IP options, ICMP errors, a kernel without `cls_u32`/`act_mirred`)
 //! still takes the routed path and reaches the TUN the old way, so installing, rebuilding or
-//! failing to install them never loses a packet. A reply a filter hands over that belongs to no
-//! connection (a real server answering a health check of the director itself) is passed back
-//! by the engine and delivered by the kernel as before.
+//! failing to install them never loses a packet. The `local` table is read again at every
+//! configuration change and by [`crate::Router::refresh_redirects`]; a packet for an address
+//! added in between is handed to the TUN, and the engine passes it back to the kernel (it
+//! belongs to no connection), which delivers it.
 //!
 //! Every filter sits at one of the router's two priorities ([`RedirectOptions::priority`] for
 //! IPv4, the next one for IPv6), so a rebuild or the removal of a crashed run's leftovers
@@ -25,25 +33,28 @@
 //! created only where none exists and removed only if the router created it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::{StreamExt, TryStreamExt};
-use rtnetlink::Handle;
 use rtnetlink::packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::LinkAttribute;
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::packet_route::tc::{
     TcAction, TcActionAttribute, TcActionMirror, TcActionMirrorOption, TcActionOption,
     TcActionType, TcAttribute, TcFilterU32, TcFilterU32Option, TcHandle, TcMessage, TcMirror,
     TcMirrorActionType, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
+use rtnetlink::{Handle, RouteMessageBuilder};
 use ulvs_engine::{Config, ForwardMethod, Protocol};
 
 /// Default priority of the IPv4 redirect filters (IPv6 uses the next one).
 pub const DEFAULT_PRIORITY: u16 = 0x7500;
 
+/// The kernel's `local` routing table (`RT_TABLE_LOCAL`).
+const RT_TABLE_LOCAL: u32 = 255;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 
@@ -75,9 +86,17 @@ impl RedirectOptions {
     }
 }
 
-/// What one redirect filter matches on the ingress of an interface.
+/// What one filter matches on the ingress of an interface. The order of the variants is the
+/// order in which the kernel tries them (pass filters first).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Redirect {
+    /// Packets to a destination of the `local` table (or multicast) go on into the stack.
+    Pass {
+        /// The destination prefix.
+        dst: IpAddr,
+        /// Its length.
+        prefix: u8,
+    },
     /// A NAT real server's replies: from `source` (and `sport` when the real server's port is
     /// not 0), of the service's protocol.
     Reply {
@@ -95,7 +114,9 @@ pub enum Redirect {
 impl Redirect {
     fn is_ipv4(&self) -> bool {
         match self {
-            Redirect::Reply { source: ip, .. } | Redirect::Local(ip) => ip.is_ipv4(),
+            Redirect::Pass { dst: ip, .. }
+            | Redirect::Reply { source: ip, .. }
+            | Redirect::Local(ip) => ip.is_ipv4(),
         }
     }
 }
@@ -116,13 +137,15 @@ impl std::fmt::Display for Redirect {
                 Ok(())
             }
             Redirect::Local(ip) => write!(f, "redirect of packets to {ip}"),
+            Redirect::Pass { dst, prefix } => write!(f, "pass of packets to {dst}/{prefix}"),
         }
     }
 }
 
 /// The redirects a configuration needs, per interface. `ifaces` maps NAT and FULLNAT real
 /// servers' addresses to the interface each is reached through; a real server missing from it
-/// gets no filter (its replies take the routed path).
+/// gets no filter (its replies take the routed path). See [`with_passes`] for the pass
+/// filters in front of them.
 pub fn desired_redirects(
     cfg: &Config,
     ifaces: &BTreeMap<IpAddr, String>,
@@ -155,6 +178,36 @@ pub fn desired_redirects(
     out
 }
 
+/// `redirects` with a pass filter for each of `locals` (destination prefixes of the `local`
+/// table) on every interface, in each family that interface redirects, plus the multicast
+/// prefixes (and the IPv4 limited broadcast), which the `local` table does not hold.
+pub fn with_passes(
+    redirects: &BTreeMap<String, BTreeSet<Redirect>>,
+    locals: &BTreeSet<(IpAddr, u8)>,
+) -> BTreeMap<String, BTreeSet<Redirect>> {
+    let always = [
+        (IpAddr::from([224, 0, 0, 0]), 4),
+        (IpAddr::from([255, 255, 255, 255]), 32),
+        (IpAddr::from([0xff00, 0, 0, 0, 0, 0, 0, 0]), 8),
+    ];
+    redirects
+        .iter()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(name, set)| {
+            let v4 = set.iter().any(Redirect::is_ipv4);
+            let v6 = set.iter().any(|r| !r.is_ipv4());
+            let passes = locals
+                .iter()
+                .chain(always.iter())
+                .filter(|(ip, _)| if ip.is_ipv4() { v4 } else { v6 })
+                .map(|&(dst, prefix)| Redirect::Pass { dst, prefix });
+            let mut all = set.clone();
+            all.extend(passes);
+            (name.clone(), all)
+        })
+        .collect()
+}
+
 /// The real servers whose interfaces [`desired_redirects`] needs (NAT and FULLNAT).
 pub fn redirect_dest_addrs(cfg: &Config) -> BTreeSet<IpAddr> {
     cfg.services
@@ -173,17 +226,32 @@ fn key(off: i32, mask: u32, val: u32) -> TcU32Key {
     k
 }
 
-fn address_keys(ip: IpAddr, off: i32, out: &mut Vec<TcU32Key>) {
-    match ip {
-        IpAddr::V4(a) => out.push(key(off, u32::MAX, u32::from(a))),
-        IpAddr::V6(a) => {
-            let o = a.octets();
-            for (i, w) in o.chunks_exact(4).enumerate() {
-                let word = u32::from_be_bytes([w[0], w[1], w[2], w[3]]);
-                out.push(key(off + 4 * i as i32, u32::MAX, word));
-            }
+/// Keys matching the first `prefix` bits of the address at `off` (no key for a zero-length
+/// prefix or a word it leaves out).
+fn prefix_keys(ip: IpAddr, prefix: u8, off: i32, out: &mut Vec<TcU32Key>) {
+    let words: Vec<u32> = match ip {
+        IpAddr::V4(a) => vec![u32::from(a)],
+        IpAddr::V6(a) => a
+            .octets()
+            .chunks_exact(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            .collect(),
+    };
+    let mut left = u32::from(prefix);
+    for (i, word) in words.into_iter().enumerate() {
+        if left == 0 {
+            break;
         }
+        let bits = left.min(32);
+        left -= bits;
+        let mask = u32::MAX << (32 - bits);
+        out.push(key(off + 4 * i as i32, mask, word));
     }
+}
+
+fn address_keys(ip: IpAddr, off: i32, out: &mut Vec<TcU32Key>) {
+    let len = if ip.is_ipv4() { 32 } else { 128 };
+    prefix_keys(ip, len, off, out);
 }
 
 /// The u32 selector of a redirect: keys on the network header (offsets from its start; values
@@ -226,6 +294,13 @@ pub fn selector(r: &Redirect) -> TcU32Selector {
         }
         (Redirect::Local(ip), true) => address_keys(*ip, 16, &mut keys),
         (Redirect::Local(ip), false) => address_keys(*ip, 24, &mut keys),
+        (Redirect::Pass { dst, prefix }, v4) => {
+            prefix_keys(*dst, *prefix, if v4 { 16 } else { 24 }, &mut keys);
+            if keys.is_empty() {
+                // A default route in the local table: match every packet.
+                keys.push(key(0, 0, 0));
+            }
+        }
     }
     let mut sel = TcU32Selector::default();
     sel.flags = TcU32SelectorFlags::Terminal;
@@ -235,7 +310,9 @@ pub fn selector(r: &Redirect) -> TcU32Selector {
 }
 
 /// The `tc filter add dev <ifindex> ingress prio P protocol ip|ipv6 u32 <selector> action mirred
-/// egress redirect dev <tun>` message of a redirect.
+/// egress redirect dev <tun>` message of a redirect. A pass filter has no action: a terminal
+/// `u32` match without one ends the classification with "ok", so the packet goes on into the
+/// stack (and needs no `act_gact`, which kernels often leave out).
 fn filter_message(ifindex: i32, r: &Redirect, tun_index: u32, opts: &RedirectOptions) -> TcMessage {
     let (prio, proto) = opts.priorities()[usize::from(!r.is_ipv4())];
     let mut msg = TcMessage::with_index(ifindex);
@@ -244,23 +321,24 @@ fn filter_message(ifindex: i32, r: &Redirect, tun_index: u32, opts: &RedirectOpt
         minor: TcHandle::MIN_INGRESS,
     };
     msg.header.info = (u32::from(prio) << 16) | u32::from(proto.to_be());
-    let mut mirror = TcMirror::default();
-    mirror.generic.action = TcActionType::Stolen;
-    mirror.eaction = TcMirrorActionType::EgressRedir;
-    mirror.ifindex = tun_index;
-    let mut action = TcAction::default();
-    action.attributes = vec![
-        TcActionAttribute::Kind(TcActionMirror::KIND.to_owned()),
-        TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
-            mirror,
-        ))]),
-    ];
     msg.attributes
         .push(TcAttribute::Kind(TcFilterU32::KIND.to_owned()));
-    msg.attributes.push(TcAttribute::Options(vec![
-        TcOption::U32(TcFilterU32Option::Selector(selector(r))),
-        TcOption::U32(TcFilterU32Option::Action(vec![action])),
-    ]));
+    let mut options = vec![TcOption::U32(TcFilterU32Option::Selector(selector(r)))];
+    if !matches!(r, Redirect::Pass { .. }) {
+        let mut mirror = TcMirror::default();
+        mirror.generic.action = TcActionType::Stolen;
+        mirror.eaction = TcMirrorActionType::EgressRedir;
+        mirror.ifindex = tun_index;
+        let mut action = TcAction::default();
+        action.attributes = vec![
+            TcActionAttribute::Kind(TcActionMirror::KIND.to_owned()),
+            TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+                mirror,
+            ))]),
+        ];
+        options.push(TcOption::U32(TcFilterU32Option::Action(vec![action])));
+    }
+    msg.attributes.push(TcAttribute::Options(options));
     msg
 }
 
@@ -280,7 +358,20 @@ pub(crate) struct Redirector {
     handle: Handle,
     opts: RedirectOptions,
     tun_index: u32,
-    installed: tokio::sync::Mutex<BTreeMap<String, Installed>>,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// What the redirector was asked for and what it installed.
+#[derive(Debug, Default)]
+struct State {
+    /// The redirects of the configuration (no pass filters), per interface.
+    wanted: BTreeMap<String, BTreeSet<Redirect>>,
+    /// The destinations of the `local` table the pass filters were made from.
+    locals: BTreeSet<(IpAddr, u8)>,
+    /// What is installed, per interface.
+    installed: BTreeMap<String, Installed>,
+    /// Set by [`Redirector::clear`]: nothing is installed any more.
+    closed: bool,
 }
 
 /// A netlink request failed: what was being done and the kernel's answer.
@@ -292,27 +383,104 @@ impl Redirector {
             handle,
             opts,
             tun_index,
-            installed: tokio::sync::Mutex::new(BTreeMap::new()),
+            state: tokio::sync::Mutex::new(State::default()),
         }
     }
 
-    /// The redirects installed now, per interface.
+    /// The filters installed now, per interface.
     pub(crate) async fn installed(&self) -> BTreeMap<String, BTreeSet<Redirect>> {
-        let installed = self.installed.lock().await;
-        installed
+        let state = self.state.lock().await;
+        state
+            .installed
             .iter()
             .map(|(k, v)| (k.clone(), v.redirects.clone()))
             .collect()
     }
 
-    /// Brings every interface's filters to `desired`: an interface whose set changed gets its
-    /// filters rebuilt (replies take the routed path meanwhile); one that no longer needs any
-    /// loses them (and its `clsact` qdisc if the router created it).
-    pub(crate) async fn sync(&self, desired: &BTreeMap<String, BTreeSet<Redirect>>) {
+    /// Installs the redirects `wanted` (from [`desired_redirects`]) behind pass filters made
+    /// from the `local` table as it is now.
+    pub(crate) async fn sync(&self, wanted: BTreeMap<String, BTreeSet<Redirect>>) {
         if !self.opts.enabled {
             return;
         }
-        let mut installed = self.installed.lock().await;
+        let mut state = self.state.lock().await;
+        if state.closed {
+            return;
+        }
+        match self.local_destinations().await {
+            Ok(locals) => state.locals = locals,
+            Err((operation, e)) => tracing::warn!(error = %e, "{operation} failed"),
+        }
+        state.wanted = wanted;
+        self.apply(&mut state).await;
+    }
+
+    /// Reads the `local` table again and, if it changed, rebuilds the pass filters.
+    pub(crate) async fn refresh(&self) {
+        if !self.opts.enabled {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        if state.closed || state.installed.is_empty() {
+            return;
+        }
+        match self.local_destinations().await {
+            Ok(locals) if locals != state.locals => {
+                state.locals = locals;
+                self.apply(&mut state).await;
+            }
+            Ok(_) => {}
+            Err((operation, e)) => tracing::debug!(error = %e, "{operation} failed"),
+        }
+    }
+
+    /// The destination prefixes of the `local` routing table (both families).
+    async fn local_destinations(&self) -> Result<BTreeSet<(IpAddr, u8)>, Failure> {
+        let mut out = BTreeSet::new();
+        for query in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ] {
+            let routes: Vec<RouteMessage> = self
+                .handle
+                .route()
+                .get(query)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(|e| ("list the local routing table".to_owned(), e))?;
+            for r in routes {
+                let table = r
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        RouteAttribute::Table(t) => Some(*t),
+                        _ => None,
+                    })
+                    .unwrap_or(u32::from(r.header.table));
+                if table != RT_TABLE_LOCAL {
+                    continue;
+                }
+                let dst = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+                    _ => None,
+                });
+                if let Some(dst) = dst {
+                    out.insert((dst, r.header.destination_prefix_length));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Brings every interface's filters to the wanted redirects behind the pass filters: an
+    /// interface whose set changed gets its filters rebuilt (replies take the routed path
+    /// meanwhile); one that no longer needs any loses them (and its `clsact` qdisc if the
+    /// router created it).
+    async fn apply(&self, state: &mut State) {
+        let desired = with_passes(&state.wanted, &state.locals);
+        let installed = &mut state.installed;
         let names: BTreeSet<String> = installed.keys().chain(desired.keys()).cloned().collect();
         for name in names {
             let want = desired.get(&name).filter(|s| !s.is_empty());
@@ -384,8 +552,9 @@ impl Redirector {
 
     /// Removes every filter and the qdiscs the router created.
     pub(crate) async fn clear(&self) {
-        let mut installed = self.installed.lock().await;
-        for (name, i) in std::mem::take(&mut *installed) {
+        let mut state = self.state.lock().await;
+        state.closed = true;
+        for (name, i) in std::mem::take(&mut state.installed) {
             self.remove_filters(i.ifindex).await;
             if i.own_qdisc {
                 self.remove_qdisc(i.ifindex, &name).await;
@@ -647,6 +816,84 @@ mod tests {
         assert_eq!(sel.keys.len(), 4);
         assert_eq!(sel.keys[0].off, 24);
         assert_eq!(sel.keys[3].off, 36);
+    }
+
+    #[test]
+    fn pass_filters_go_first_for_the_families_an_interface_redirects() {
+        let v4 = Redirect::Local(ip("198.18.3.1"));
+        let v6 = Redirect::Reply {
+            source: ip("fd00:1b5::1:1"),
+            protocol: Protocol::Tcp,
+            sport: Some(80),
+        };
+        let redirects: BTreeMap<String, BTreeSet<Redirect>> = [
+            ("rs0".to_owned(), [v4.clone()].into()),
+            ("rs1".to_owned(), [v6.clone()].into()),
+            ("rs2".to_owned(), BTreeSet::new()),
+        ]
+        .into();
+        let locals: BTreeSet<(IpAddr, u8)> =
+            [(ip("198.18.1.1"), 32), (ip("fd00:1b5::1"), 128)].into();
+        let got = with_passes(&redirects, &locals);
+        let pass = |s: &str, prefix| Redirect::Pass { dst: ip(s), prefix };
+        let rs0: Vec<Redirect> = got["rs0"].iter().cloned().collect();
+        assert_eq!(
+            rs0,
+            vec![
+                pass("198.18.1.1", 32),
+                pass("224.0.0.0", 4),
+                pass("255.255.255.255", 32),
+                v4
+            ]
+        );
+        let rs1: Vec<Redirect> = got["rs1"].iter().cloned().collect();
+        assert_eq!(rs1, vec![pass("fd00:1b5::1", 128), pass("ff00::", 8), v6]);
+        assert!(!got.contains_key("rs2"));
+    }
+
+    #[test]
+    fn pass_selectors_match_the_destination_prefix() {
+        let sel = selector(&Redirect::Pass {
+            dst: ip("224.0.0.0"),
+            prefix: 4,
+        });
+        assert_eq!(words(&sel), vec![(16, 0xf000_0000, 0xe000_0000)]);
+        let sel = selector(&Redirect::Pass {
+            dst: ip("fd00:1b5:0:1::"),
+            prefix: 56,
+        });
+        assert_eq!(
+            words(&sel),
+            vec![(24, u32::MAX, 0xfd00_01b5), (28, 0xffff_ff00, 0)]
+        );
+        let sel = selector(&Redirect::Pass {
+            dst: ip("0.0.0.0"),
+            prefix: 0,
+        });
+        assert_eq!(words(&sel), vec![(0, 0, 0)]);
+        // No action: the packet goes on into the stack.
+        let msg = filter_message(
+            3,
+            &Redirect::Pass {
+                dst: ip("198.18.1.1"),
+                prefix: 32,
+            },
+            9,
+            &RedirectOptions::default(),
+        );
+        let options = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                TcAttribute::Options(o) => Some(o),
+                _ => None,
+            })
+            .expect("options");
+        assert!(
+            !options
+                .iter()
+                .any(|o| matches!(o, TcOption::U32(TcFilterU32Option::Action(_))))
+        );
     }
 
     #[test]

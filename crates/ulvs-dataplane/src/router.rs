@@ -482,6 +482,13 @@ impl Router {
         self.redirector.installed().await
     }
 
+    /// Reads the `local` routing table again and rebuilds the pass filters in front of the
+    /// reply redirects if it changed (an address was added to or removed from the director).
+    /// Call it now and then; [`Router::sync`] does it too. Does nothing after [`Router::clear`].
+    pub async fn refresh_redirects(&self) {
+        self.redirector.refresh().await;
+    }
+
     /// Deletes every route and rule that carries our protocol id and every redirect filter at
     /// our priorities (leftovers of a run that did not exit cleanly). Returns how many were
     /// removed (a redirect priority counts once per interface).
@@ -687,7 +694,7 @@ impl Router {
                 }
             }
             let redirects = redirect::desired_redirects(cfg, &ifaces);
-            self.redirector.sync(&redirects).await;
+            self.redirector.sync(redirects).await;
         }
         Ok(())
     }

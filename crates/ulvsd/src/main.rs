@@ -36,6 +36,9 @@ enum LogFormat {
     Json,
 }
 
+/// How often the reply redirects' pass filters are checked against the director's addresses.
+const REDIRECT_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// ulvsd: userspace Linux Virtual Server daemon.
 #[derive(Debug, Parser)]
 #[command(name = "ulvsd", version, about)]
@@ -397,8 +400,21 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
         Some(addr) => Some(telemetry::start_prometheus(addr, metrics.clone()).await?),
         None => None,
     };
+    // The pass filters in front of the reply redirects follow the director's own addresses.
+    let refresher = {
+        let router = router.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REDIRECT_REFRESH);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                router.refresh_redirects().await;
+            }
+        })
+    };
     let observer = telemetry::ControlTelemetry::new(metrics);
     let served = serve(&args.socket, tcp, backend, observer).await;
+    refresher.abort();
     if let Some(p) = prometheus {
         p.abort();
     }
