@@ -4,6 +4,7 @@
 //! - [`tun`]: creates the TUN device (`IFF_TUN | IFF_NO_PI`, optionally multi-queue, with
 //!   `IFF_VNET_HDR` and checksum/segmentation offload by default), sets MTU and `txqueuelen`,
 //!   brings it up; one non-blocking descriptor per queue.
+//! - [`steer`]: the eBPF program that picks a multi-queue TUN's queue by the packet's flow hash.
 //! - [`vnet`]: the `virtio_net_hdr` in front of each packet when offload is on.
 //! - [`tap`]: the TAP device of direct routing, attached to the real servers' bridge.
 //! - [`worker`]: one blocking thread per queue that runs packets through
@@ -30,6 +31,7 @@ pub mod icmp_watch;
 pub mod prereq;
 pub mod redirect;
 pub mod router;
+pub mod steer;
 pub mod tap;
 pub mod tun;
 pub mod vnet;

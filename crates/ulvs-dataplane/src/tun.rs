@@ -313,6 +313,12 @@ impl TunDevice {
         })
     }
 
+    /// Has the kernel pick each packet's queue with [`crate::steer::PROGRAM`] (the packet's
+    /// flow hash) instead of its own flow table. Only useful with more than one queue.
+    pub fn steer_by_flow(&self) -> io::Result<()> {
+        crate::steer::attach(self.queues[0].as_raw_fd())
+    }
+
     /// The offloads in effect.
     pub fn offloads(&self) -> Offloads {
         self.offloads

@@ -82,6 +82,11 @@ struct Args {
     /// packet is then read and written at MTU size.
     #[arg(long)]
     no_offload: bool,
+    /// Leave the choice of a TUN queue for each packet to the kernel's own flow table instead
+    /// of ulvsd's eBPF steering program (which needs CAP_BPF; the packet's flow hash modulo
+    /// the number of queues).
+    #[arg(long)]
+    no_flow_steering: bool,
     /// Pin worker thread i to the i-th CPU the daemon may run on.
     #[arg(long)]
     pin_workers: bool,
@@ -269,6 +274,21 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
         offload: !args.no_offload,
         ..TunConfig::default()
     })?;
+    let steering = if queues > 1 && !args.no_flow_steering {
+        match tun.steer_by_flow() {
+            Ok(()) => "flow hash",
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "the kernel picks TUN queues with its flow table (loading the steering \
+                     program needs CAP_BPF)"
+                );
+                "kernel"
+            }
+        }
+    } else {
+        "kernel"
+    };
     if args.configure_sysctls {
         host.configure_rp_filter(tun.name())?;
     }
@@ -378,6 +398,7 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
         mtu = tun.mtu(),
         offloads = %tun.offloads().names(),
         pinned = args.pin_workers,
+        steering,
         table = args.route_table,
         rule_priority = args.rule_priority,
         "dataplane started"
@@ -552,7 +573,8 @@ mod tests {
     }
 
     /// `deploy/systemd/ulvsd.service` starts ulvsd with flags it accepts and grants the
-    /// capabilities it needs (the TUN and netlink; raw ICMP sockets for the hop-error relay).
+    /// capabilities it needs (the TUN, netlink and tc; raw ICMP sockets for the hop-error relay;
+    /// eBPF for the queue-steering program).
     #[test]
     fn the_systemd_unit_matches_the_cli() {
         let unit = include_str!("../../../deploy/systemd/ulvsd.service");
@@ -569,7 +591,7 @@ mod tests {
             let caps = value(key);
             assert_eq!(caps.len(), 1, "{key}");
             let caps: Vec<&str> = caps[0].split_whitespace().collect();
-            assert_eq!(caps, ["CAP_NET_ADMIN", "CAP_NET_RAW"], "{key}");
+            assert_eq!(caps, ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF"], "{key}");
         }
     }
 
