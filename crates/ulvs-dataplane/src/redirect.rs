@@ -713,6 +713,17 @@ mod tests {
         sel.keys.iter().map(|k| (k.off, k.mask, k.val)).collect()
     }
 
+    /// The options (selector, action) of a filter message.
+    fn u32_options(msg: &TcMessage) -> &Vec<TcOption> {
+        msg.attributes
+            .iter()
+            .find_map(|a| match a {
+                TcAttribute::Options(o) => Some(o),
+                _ => None,
+            })
+            .expect("options")
+    }
+
     #[test]
     fn nat_and_fullnat_dests_get_filters_on_their_interfaces() {
         let mut fullnat = service(
@@ -881,14 +892,7 @@ mod tests {
             9,
             &RedirectOptions::default(),
         );
-        let options = msg
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                TcAttribute::Options(o) => Some(o),
-                _ => None,
-            })
-            .expect("options");
+        let options = u32_options(&msg);
         assert!(
             !options
                 .iter()
@@ -911,14 +915,7 @@ mod tests {
         // IPv6 filters sit one priority above the IPv4 ones; the protocol is big-endian.
         assert_eq!(msg.header.info >> 16, u32::from(DEFAULT_PRIORITY) + 1);
         assert_eq!((msg.header.info & 0xffff) as u16, ETH_P_IPV6.to_be());
-        let options = msg
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                TcAttribute::Options(o) => Some(o),
-                _ => None,
-            })
-            .expect("options");
+        let options = u32_options(&msg);
         let action = options
             .iter()
             .find_map(|o| match o {
