@@ -8,12 +8,28 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use integration::netns::Netns;
 use integration::require_root;
-use ulvs_dataplane::steer::fallback_hash;
+use ulvs_dataplane::steer::{Steering, fallback_hash};
 use ulvs_dataplane::{TunConfig, TunDevice};
 
 const TUN: &str = "ulvss0";
 const DATAGRAMS: u16 = 64;
 const FIRST_PORT: u16 = 4000;
+
+/// Waits up to 100 ms for one of `queues` to have a packet.
+fn wait_readable(queues: &[ulvs_dataplane::TunQueue]) -> Result<()> {
+    let mut fds: Vec<libc::pollfd> = queues
+        .iter()
+        .map(|q| libc::pollfd {
+            fd: q.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of pollfd structs for the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+    ensure!(rc >= 0, "poll: {}", std::io::Error::last_os_error());
+    Ok(())
+}
 
 /// Datagrams from unconnected sockets carry no flow hash, so the program mixes their addresses
 /// and ports ([`fallback_hash`]); the kernel's own selection would put about half of them
@@ -30,7 +46,8 @@ fn each_packet_lands_on_the_queue_of_its_flow_hash() -> Result<()> {
             ..TunConfig::default()
         })
     })??;
-    tun.steer_by_flow().context("attach the steering program")?;
+    tun.steer(Steering::Flow)
+        .context("attach the steering program")?;
     ns.ip(&["addr", "add", "198.18.7.1/24", "dev", TUN])?;
     let queues = tun.clone_queues()?;
 
@@ -54,17 +71,7 @@ fn each_packet_lands_on_the_queue_of_its_flow_hash() -> Result<()> {
             Instant::now() < deadline,
             "only {got} of {DATAGRAMS} datagrams reached the TUN's queues"
         );
-        let mut fds: Vec<libc::pollfd> = queues
-            .iter()
-            .map(|q| libc::pollfd {
-                fd: q.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: `fds` is a valid array of pollfd structs for the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        ensure!(rc >= 0, "poll: {}", std::io::Error::last_os_error());
+        wait_readable(&queues)?;
         for (q, queue) in queues.iter().enumerate() {
             while let Ok(n) = queue.recv(&mut buf) {
                 let pkt = &buf[..n];
@@ -93,5 +100,74 @@ fn each_packet_lands_on_the_queue_of_its_flow_hash() -> Result<()> {
         seen[0] > 0 && seen[1] > 0,
         "one queue took every datagram: {seen:?}"
     );
+    Ok(())
+}
+
+/// With the CPU program, a datagram sent from a thread pinned to CPU `c` is routed into the
+/// TUN on that CPU and lands on queue `c % 2`.
+#[test]
+fn with_cpu_steering_each_packet_lands_on_the_queue_of_its_cpu() -> Result<()> {
+    require_root()?;
+    let cpus = std::thread::available_parallelism()?.get();
+    ensure!(cpus >= 2, "needs two CPUs, has {cpus}");
+    let ns = Netns::new("steercpu")?;
+    let tun = ns.run(|| {
+        TunDevice::open(&TunConfig {
+            name: TUN.to_owned(),
+            queues: 2,
+            offload: false,
+            ..TunConfig::default()
+        })
+    })??;
+    tun.steer(Steering::Cpu)
+        .context("attach the steering program")?;
+    ns.ip(&["addr", "add", "198.18.7.1/24", "dev", TUN])?;
+    let queues = tun.clone_queues()?;
+    let mut buf = [0u8; 2048];
+    for cpu in 0..2usize {
+        let port = FIRST_PORT + u16::try_from(cpu)?;
+        ns.run(|| -> Result<()> {
+            // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity
+            // only touch it and the calling thread (which ends with this closure).
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                ensure!(
+                    rc == 0,
+                    "pin to CPU {cpu}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            let sock = UdpSocket::bind((Ipv4Addr::new(198, 18, 7, 1), 0))?;
+            for _ in 0..8 {
+                sock.send_to(b"steer", (Ipv4Addr::new(198, 18, 7, 2), port))?;
+            }
+            Ok(())
+        })??;
+        let mut per_queue = [0usize; 2];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while per_queue.iter().sum::<usize>() < 8 {
+            ensure!(
+                Instant::now() < deadline,
+                "datagrams sent on CPU {cpu} that reached the queues: {per_queue:?}"
+            );
+            wait_readable(&queues)?;
+            for (q, queue) in queues.iter().enumerate() {
+                while let Ok(n) = queue.recv(&mut buf) {
+                    let pkt = &buf[..n];
+                    if n >= 28 && pkt[9] == 17 && u16::from_be_bytes([pkt[22], pkt[23]]) == port {
+                        per_queue[q] += 1;
+                    }
+                }
+            }
+        }
+        let mut want = [0usize; 2];
+        want[cpu % 2] = 8;
+        ensure!(
+            per_queue == want,
+            "datagrams sent on CPU {cpu} per queue: {per_queue:?}, expected {want:?}"
+        );
+    }
     Ok(())
 }

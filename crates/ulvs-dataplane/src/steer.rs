@@ -1,5 +1,13 @@
-//! Queue selection of a multi-queue TUN by a ten-instruction eBPF program
-//! (`TUNSETSTEERINGEBPF`).
+//! Queue selection of a multi-queue TUN by a small eBPF program (`TUNSETSTEERINGEBPF`).
+//!
+//! Two programs, one per [`Steering`] choice:
+//! - [`Steering::Cpu`] ([`CPU_PROGRAM`]): the queue of the CPU the packet was routed into the
+//!   TUN on (`smp_processor_id() % queues`), with worker *i* pinned to CPU *i*. The packet is
+//!   read by the worker on the CPU that made it, so handing it over costs no cross-CPU wake-up
+//!   and its cache lines stay where they are; where a NIC spreads flows over CPUs (RSS), a flow
+//!   stays on one CPU and so on one queue. A flow whose sender moves to another CPU moves queue
+//!   with it, which may reorder the few packets in flight at that moment.
+//! - [`Steering::Flow`] ([`PROGRAM`]): by the packet's flow hash, as below.
 //!
 //! Without a program the kernel picks a queue for every packet routed into the TUN with its
 //! "automq" logic: a symmetric flow hash (a flow dissection of the packet), a lookup in the
@@ -50,6 +58,9 @@ const JA: u8 = 0x05;
 const LD_ABS_B: u8 = 0x30;
 const LD_ABS_W: u8 = 0x20;
 const EXIT: u8 = 0x95;
+const CALL: u8 = 0x85;
+/// `BPF_FUNC_get_smp_processor_id`.
+const BPF_FUNC_GET_SMP_PROCESSOR_ID: i32 = 8;
 /// `offsetof(struct __sk_buff, hash)`.
 const SKB_HASH: i16 = 68;
 
@@ -80,6 +91,34 @@ pub const PROGRAM: [Insn; 20] = [
     insn(XOR64_X, 0, 7, 0, 0),      // 18: r0 ^= r7
     insn(EXIT, 0, 0, 0, 0),         // 19: return r0
 ];
+
+/// The CPU program: `return bpf_get_smp_processor_id()`.
+pub const CPU_PROGRAM: [Insn; 2] = [
+    insn(CALL, 0, 0, 0, BPF_FUNC_GET_SMP_PROCESSOR_ID),
+    insn(EXIT, 0, 0, 0, 0),
+];
+
+/// How a multi-queue TUN picks the queue of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steering {
+    /// The queue of the CPU the packet was routed on ([`CPU_PROGRAM`]); workers pinned.
+    Cpu,
+    /// The packet's flow hash ([`PROGRAM`]).
+    Flow,
+    /// The kernel's own flow table (no program).
+    Kernel,
+}
+
+impl Steering {
+    /// The program of a steering choice (`None` for the kernel's own).
+    pub fn program(self) -> Option<&'static [Insn]> {
+        match self {
+            Steering::Cpu => Some(&CPU_PROGRAM),
+            Steering::Flow => Some(&PROGRAM),
+            Steering::Kernel => None,
+        }
+    }
+}
 
 /// What [`PROGRAM`] returns for a packet without a hash (for tests and for predicting the
 /// queue: the kernel takes it modulo the number of queues). `None` when the program would read
@@ -115,15 +154,15 @@ struct ProgLoad {
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 
-/// Loads [`PROGRAM`] and attaches it to the TUN device `queue_fd` is a queue of.
-pub fn attach(queue_fd: RawFd) -> io::Result<()> {
+/// Loads `program` and attaches it to the TUN device `queue_fd` is a queue of.
+pub fn attach(queue_fd: RawFd, program: &[Insn]) -> io::Result<()> {
     let license = b"GPL\0";
     let mut prog_name = [0u8; 16];
     prog_name[..9].copy_from_slice(b"ulvs_flow");
     let attr = ProgLoad {
         prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-        insn_cnt: PROGRAM.len() as u32,
-        insns: PROGRAM.as_ptr() as u64,
+        insn_cnt: u32::try_from(program.len()).map_err(|_| io::Error::other("program too long"))?,
+        insns: program.as_ptr() as u64,
         license: license.as_ptr() as u64,
         log_level: 0,
         log_size: 0,
@@ -175,6 +214,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<Insn>(), 8);
         // LD_ABS reads through r6, which must hold the context first.
         assert_eq!((PROGRAM[0].code, PROGRAM[0].regs), (MOV64_X, 0x16));
+        assert_eq!(Steering::Kernel.program(), None);
+        assert_eq!(Steering::Cpu.program().map(<[Insn]>::len), Some(2));
     }
 
     #[test]

@@ -313,10 +313,14 @@ impl TunDevice {
         })
     }
 
-    /// Has the kernel pick each packet's queue with [`crate::steer::PROGRAM`] (the packet's
-    /// flow hash) instead of its own flow table. Only useful with more than one queue.
-    pub fn steer_by_flow(&self) -> io::Result<()> {
-        crate::steer::attach(self.queues[0].as_raw_fd())
+    /// Has the kernel pick each packet's queue with the program of `steering` instead of its
+    /// own flow table (nothing to do for [`crate::steer::Steering::Kernel`]). Only useful with
+    /// more than one queue.
+    pub fn steer(&self, steering: crate::steer::Steering) -> io::Result<()> {
+        match steering.program() {
+            Some(program) => crate::steer::attach(self.queues[0].as_raw_fd(), program),
+            None => Ok(()),
+        }
     }
 
     /// The offloads in effect.

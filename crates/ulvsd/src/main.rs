@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use ulvs_control::{BackendInfo, ControlService};
 use ulvs_dataplane::router::{DEFAULT_RULE_PRIORITY, DEFAULT_TABLE};
+use ulvs_dataplane::steer::Steering;
 use ulvs_dataplane::tun::{DEFAULT_MTU, DEFAULT_TUN_NAME};
 use ulvs_dataplane::{
     Clock, Host, RedirectOptions, Router, RouterOptions, TapDevice, TunConfig, TunDevice,
@@ -26,6 +27,27 @@ use ulvs_dataplane::{
 use ulvs_engine::{Engine, EngineOptions};
 
 use crate::backend::DaemonBackend;
+
+/// `--steering` values (see [`ulvs_dataplane::steer::Steering`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SteeringArg {
+    /// The queue of the CPU the packet was routed on; workers pinned.
+    Cpu,
+    /// The packet's flow hash.
+    Flow,
+    /// The kernel's own flow table.
+    Kernel,
+}
+
+impl From<SteeringArg> for Steering {
+    fn from(a: SteeringArg) -> Steering {
+        match a {
+            SteeringArg::Cpu => Steering::Cpu,
+            SteeringArg::Flow => Steering::Flow,
+            SteeringArg::Kernel => Steering::Kernel,
+        }
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,11 +104,12 @@ struct Args {
     /// packet is then read and written at MTU size.
     #[arg(long)]
     no_offload: bool,
-    /// Leave the choice of a TUN queue for each packet to the kernel's own flow table instead
-    /// of ulvsd's eBPF steering program (which needs CAP_BPF; the packet's flow hash modulo
-    /// the number of queues).
-    #[arg(long)]
-    no_flow_steering: bool,
+    /// How a packet routed into the TUN finds its queue (with more than one): `cpu`, the queue
+    /// of the CPU it was routed on, read by a worker pinned to that CPU; `flow`, its flow hash;
+    /// `kernel`, the kernel's own flow table. `cpu` and `flow` load an eBPF steering program
+    /// (CAP_BPF; without it ulvsd warns and the kernel chooses).
+    #[arg(long, value_enum, default_value_t = SteeringArg::Flow)]
+    steering: SteeringArg,
     /// Pin worker thread i to the i-th CPU the daemon may run on.
     #[arg(long)]
     pin_workers: bool,
@@ -274,21 +297,23 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
         offload: !args.no_offload,
         ..TunConfig::default()
     })?;
-    let steering = if queues > 1 && !args.no_flow_steering {
-        match tun.steer_by_flow() {
-            Ok(()) => "flow hash",
+    let steering = if queues > 1 {
+        match tun.steer(args.steering.into()) {
+            Ok(()) => Steering::from(args.steering),
             Err(e) => {
                 tracing::warn!(
                     error = %e,
                     "the kernel picks TUN queues with its flow table (loading the steering \
                      program needs CAP_BPF)"
                 );
-                "kernel"
+                Steering::Kernel
             }
         }
     } else {
-        "kernel"
+        Steering::Kernel
     };
+    // With CPU steering, the worker of queue i must run on CPU i.
+    let pin = args.pin_workers || steering == Steering::Cpu;
     if args.configure_sysctls {
         host.configure_rp_filter(tun.name())?;
     }
@@ -358,9 +383,7 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
         tun.clone_queues()?,
         tap_queues,
         clock,
-        &WorkerOptions {
-            pin: args.pin_workers,
-        },
+        &WorkerOptions { pin },
     )?;
     // Errors routers send to the tunnel source about our tunnel packets (FRAG_NEEDED / Packet
     // Too Big from a hop behind the director) arrive at a local address: a raw socket sees a
@@ -397,8 +420,8 @@ async fn run(args: Args, metrics: Arc<ulvs_telemetry::Metrics>) -> anyhow::Resul
         queues,
         mtu = tun.mtu(),
         offloads = %tun.offloads().names(),
-        pinned = args.pin_workers,
-        steering,
+        pinned = pin,
+        steering = ?steering,
         table = args.route_table,
         rule_priority = args.rule_priority,
         "dataplane started"
