@@ -9,14 +9,32 @@ use anyhow::{Context, Result, ensure};
 use integration::netns::Netns;
 use integration::require_root;
 use ulvs_dataplane::steer::{Steering, fallback_hash};
-use ulvs_dataplane::{TunConfig, TunDevice};
+use ulvs_dataplane::{TunConfig, TunDevice, TunQueue};
 
 const TUN: &str = "ulvss0";
 const DATAGRAMS: u16 = 64;
 const FIRST_PORT: u16 = 4000;
 
+/// A namespace with a two-queue TUN (198.18.7.1/24, no offload) steered by `steering`, the
+/// device (which lives as long as it does) and its queues.
+fn steered_tun(role: &str, steering: Steering) -> Result<(Netns, TunDevice, Vec<TunQueue>)> {
+    let ns = Netns::new(role)?;
+    let tun = ns.run(|| {
+        TunDevice::open(&TunConfig {
+            name: TUN.to_owned(),
+            queues: 2,
+            offload: false,
+            ..TunConfig::default()
+        })
+    })??;
+    tun.steer(steering).context("attach the steering program")?;
+    ns.ip(&["addr", "add", "198.18.7.1/24", "dev", TUN])?;
+    let queues = tun.clone_queues()?;
+    Ok((ns, tun, queues))
+}
+
 /// Waits up to 100 ms for one of `queues` to have a packet.
-fn wait_readable(queues: &[ulvs_dataplane::TunQueue]) -> Result<()> {
+fn wait_readable(queues: &[TunQueue]) -> Result<()> {
     let mut fds: Vec<libc::pollfd> = queues
         .iter()
         .map(|q| libc::pollfd {
@@ -37,19 +55,7 @@ fn wait_readable(queues: &[ulvs_dataplane::TunQueue]) -> Result<()> {
 #[test]
 fn each_packet_lands_on_the_queue_of_its_flow_hash() -> Result<()> {
     require_root()?;
-    let ns = Netns::new("steer")?;
-    let tun = ns.run(|| {
-        TunDevice::open(&TunConfig {
-            name: TUN.to_owned(),
-            queues: 2,
-            offload: false,
-            ..TunConfig::default()
-        })
-    })??;
-    tun.steer(Steering::Flow)
-        .context("attach the steering program")?;
-    ns.ip(&["addr", "add", "198.18.7.1/24", "dev", TUN])?;
-    let queues = tun.clone_queues()?;
+    let (ns, _tun, queues) = steered_tun("steer", Steering::Flow)?;
 
     ns.run(|| -> Result<()> {
         for i in 0..DATAGRAMS {
@@ -110,19 +116,7 @@ fn with_cpu_steering_each_packet_lands_on_the_queue_of_its_cpu() -> Result<()> {
     require_root()?;
     let cpus = std::thread::available_parallelism()?.get();
     ensure!(cpus >= 2, "needs two CPUs, has {cpus}");
-    let ns = Netns::new("steercpu")?;
-    let tun = ns.run(|| {
-        TunDevice::open(&TunConfig {
-            name: TUN.to_owned(),
-            queues: 2,
-            offload: false,
-            ..TunConfig::default()
-        })
-    })??;
-    tun.steer(Steering::Cpu)
-        .context("attach the steering program")?;
-    ns.ip(&["addr", "add", "198.18.7.1/24", "dev", TUN])?;
-    let queues = tun.clone_queues()?;
+    let (ns, _tun, queues) = steered_tun("steercpu", Steering::Cpu)?;
     let mut buf = [0u8; 2048];
     for cpu in 0..2usize {
         let port = FIRST_PORT + u16::try_from(cpu)?;
