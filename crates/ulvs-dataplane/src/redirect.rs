@@ -387,16 +387,6 @@ impl Redirector {
         }
     }
 
-    /// The filters installed now, per interface.
-    pub(crate) async fn installed(&self) -> BTreeMap<String, BTreeSet<Redirect>> {
-        let state = self.state.lock().await;
-        state
-            .installed
-            .iter()
-            .map(|(k, v)| (k.clone(), v.redirects.clone()))
-            .collect()
-    }
-
     /// Installs the redirects `wanted` (from [`desired_redirects`]) behind pass filters made
     /// from the `local` table as it is now.
     pub(crate) async fn sync(&self, wanted: BTreeMap<String, BTreeSet<Redirect>>) {
@@ -488,22 +478,35 @@ impl Redirector {
             if have.map(|h| &h.redirects) == want {
                 continue;
             }
-            let own_qdisc = match installed.remove(&name) {
+            let old = installed.remove(&name);
+            if let Some(old) = &old {
+                self.remove_filters(old.ifindex).await;
+            }
+            // The interface as it is now (not looked up when it is to lose its filters).
+            let now = match want {
+                Some(_) => Some(self.ifindex(&name).await),
+                None => None,
+            };
+            // The qdisc the router created stays its own while the interface is the same one.
+            let same = matches!((&old, &now), (Some(o), Some(Ok(i))) if o.ifindex == *i);
+            let own_qdisc = match old {
+                Some(old) if same => old.own_qdisc,
                 Some(old) => {
-                    self.remove_filters(old.ifindex).await;
-                    if want.is_none() || self.ifindex(&name).await.ok() != Some(old.ifindex) {
-                        if old.own_qdisc {
-                            self.remove_qdisc(old.ifindex, &name).await;
-                        }
-                        false
-                    } else {
-                        old.own_qdisc
+                    if old.own_qdisc {
+                        self.remove_qdisc(old.ifindex, &name).await;
                     }
+                    false
                 }
                 None => false,
             };
-            let Some(want) = want else { continue };
-            match self.install(&name, want, own_qdisc).await {
+            let (Some(want), Some(now)) = (want, now) else {
+                continue;
+            };
+            let res = match now {
+                Ok(ifindex) => self.install(&name, ifindex, want, own_qdisc).await,
+                Err(e) => Err(e),
+            };
+            match res {
                 Ok(done) => {
                     tracing::debug!(interface = %name, filters = want.len(), "reply redirects installed");
                     installed.insert(name, done);
@@ -517,24 +520,24 @@ impl Redirector {
         }
     }
 
-    /// Installs `want` on `name` (creating its `clsact` qdisc unless `own_qdisc` says the
-    /// router already did); on failure removes what it added.
+    /// Installs `want` on `name` (index `ifindex`), creating its `clsact` qdisc unless
+    /// `own_qdisc` says the router already did; on failure removes what it added.
     async fn install(
         &self,
         name: &str,
+        ifindex: i32,
         want: &BTreeSet<Redirect>,
         own_qdisc: bool,
     ) -> Result<Installed, Failure> {
-        let ifindex = self.ifindex(name).await?;
         let own_qdisc = own_qdisc || self.add_qdisc(ifindex, name).await?;
         for r in want {
             let msg = filter_message(ifindex, r, self.tun_index, &self.opts);
-            let res = self
-                .request(
-                    RouteNetlinkMessage::NewTrafficFilter(msg),
-                    NLM_F_CREATE | NLM_F_EXCL,
-                )
-                .await;
+            let res = acknowledged(
+                &self.handle,
+                RouteNetlinkMessage::NewTrafficFilter(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .await;
             if let Err(e) = res {
                 self.remove_filters(ifindex).await;
                 if own_qdisc {
@@ -619,19 +622,18 @@ impl Redirector {
             minor: TcHandle::MIN_INGRESS,
         };
         msg.header.info = u32::from(prio) << 16;
-        self.request(RouteNetlinkMessage::DelTrafficFilter(msg), 0)
-            .await
+        acknowledged(&self.handle, RouteNetlinkMessage::DelTrafficFilter(msg), 0).await
     }
 
     /// Creates a `clsact` qdisc on `ifindex`; `false` if the interface already has one (or an
     /// `ingress` qdisc, whose hook the filters share), which the router then leaves in place.
     async fn add_qdisc(&self, ifindex: i32, name: &str) -> Result<bool, Failure> {
-        let res = self
-            .request(
-                RouteNetlinkMessage::NewQueueDiscipline(clsact_message(ifindex)),
-                NLM_F_CREATE | NLM_F_EXCL,
-            )
-            .await;
+        let res = acknowledged(
+            &self.handle,
+            RouteNetlinkMessage::NewQueueDiscipline(clsact_message(ifindex)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await;
         match res {
             Ok(()) => Ok(true),
             Err(rtnetlink::Error::NetlinkError(m)) if -m.raw_code() == libc::EEXIST => Ok(false),
@@ -640,12 +642,12 @@ impl Redirector {
     }
 
     async fn remove_qdisc(&self, ifindex: i32, name: &str) {
-        let res = self
-            .request(
-                RouteNetlinkMessage::DelQueueDiscipline(clsact_message(ifindex)),
-                0,
-            )
-            .await;
+        let res = acknowledged(
+            &self.handle,
+            RouteNetlinkMessage::DelQueueDiscipline(clsact_message(ifindex)),
+            0,
+        )
+        .await;
         if let Err(e) = res {
             tracing::debug!(interface = name, error = %e, "clsact qdisc already gone");
         }
@@ -676,20 +678,25 @@ impl Redirector {
                 )
             })
     }
+}
 
-    /// Sends one request and waits for its acknowledgement.
-    async fn request(&self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), rtnetlink::Error> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        let mut handle = self.handle.clone();
-        let mut answers = handle.request(req)?;
-        while let Some(answer) = answers.next().await {
-            if let NetlinkPayload::Error(e) = answer.payload {
-                return Err(rtnetlink::Error::NetlinkError(e));
-            }
+/// Sends one request (`NLM_F_REQUEST | NLM_F_ACK | flags`) and waits for its acknowledgement;
+/// an error answer is the error.
+pub(crate) async fn acknowledged(
+    handle: &Handle,
+    msg: RouteNetlinkMessage,
+    flags: u16,
+) -> Result<(), rtnetlink::Error> {
+    let mut req = NetlinkMessage::from(msg);
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    let mut handle = handle.clone();
+    let mut answers = handle.request(req)?;
+    while let Some(answer) = answers.next().await {
+        if let NetlinkPayload::Error(e) = answer.payload {
+            return Err(rtnetlink::Error::NetlinkError(e));
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// `tc qdisc ... dev <ifindex> clsact`.

@@ -42,10 +42,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use futures::{StreamExt, TryStreamExt};
-use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
-};
+use futures::TryStreamExt;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
 use rtnetlink::packet_route::IpProtocol;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::LinkAttribute;
@@ -57,7 +55,7 @@ use rtnetlink::packet_route::tc::{TcAttribute, TcHandle, TcMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 use ulvs_engine::{Config, ForwardMethod, Protocol};
 
-use crate::redirect::{self, Redirect, RedirectOptions, Redirector};
+use crate::redirect::{self, RedirectOptions, Redirector};
 
 /// Default routing table for steered replies (0x75).
 pub const DEFAULT_TABLE: u32 = 0x75;
@@ -441,23 +439,19 @@ impl Router {
         let mut msg = TcMessage::with_index(self.tun_ifindex()?);
         msg.header.parent = TcHandle::ROOT;
         msg.attributes.push(TcAttribute::Kind("noqueue".to_owned()));
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(msg));
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
-        let netlink = |source| RouterError::Netlink {
+        redirect::acknowledged(
+            &self.handle,
+            RouteNetlinkMessage::NewQueueDiscipline(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+        .map_err(|source| RouterError::Netlink {
             operation: format!(
                 "replace the root qdisc of {} with noqueue",
                 self.opts.tun_name
             ),
             source,
-        };
-        let mut handle = self.handle.clone();
-        let mut answers = handle.request(req).map_err(netlink)?;
-        while let Some(answer) = answers.next().await {
-            if let NetlinkPayload::Error(e) = answer.payload {
-                return Err(netlink(rtnetlink::Error::NetlinkError(e)));
-            }
-        }
-        Ok(())
+        })
     }
 
     fn tun_ifindex(&self) -> Result<i32, RouterError> {
@@ -475,11 +469,6 @@ impl Router {
     /// The entries installed now.
     pub async fn installed(&self) -> BTreeSet<Entry> {
         self.installed.lock().await.clone()
-    }
-
-    /// The reply redirects installed now, per interface.
-    pub async fn redirects(&self) -> BTreeMap<String, BTreeSet<Redirect>> {
-        self.redirector.installed().await
     }
 
     /// Reads the `local` routing table again and rebuilds the pass filters in front of the
