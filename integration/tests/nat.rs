@@ -40,6 +40,14 @@ fn check_nat_replies(replies: &[Reply], vip: SocketAddr) -> Result<()> {
     Ok(())
 }
 
+/// The TCP VIP service (rr) with the first real server behind it, masqueraded.
+fn nat_service_on_first_server(rig: &NatRig) -> Result<()> {
+    let vip = vip_tcp().to_string();
+    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
+    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    Ok(())
+}
+
 fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
@@ -205,9 +213,7 @@ fn default_tun_has_a_queue_per_cpu_and_no_qdisc() -> Result<()> {
             .read_sysctl(&format!("net/ipv4/conf/{TUN_NAME}/accept_local"))?,
         "1"
     );
-    let vip = vip_tcp().to_string();
-    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
-    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    nat_service_on_first_server(&rig)?;
     let replies = rig.tcp_probes(vip_tcp(), 20, Duration::from_secs(30))?;
     check_nat_replies(&replies, vip_tcp())
 }
@@ -222,8 +228,7 @@ fn nat_replies_reach_the_tun_through_tc_filters_and_the_directors_own_go_to_its_
         "tc on br0 before any service: {filters}{qdiscs}"
     );
     let vip = vip_tcp().to_string();
-    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
-    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    nat_service_on_first_server(&rig)?;
     let (filters, qdiscs) = rig.bridge_tc()?;
     let rs_hex = format!("{:08x}/ffffffff at 12", u32::from(rig.servers[0].addr));
     let port_hex = format!("{RS_TCP_PORT:04x}0000/ffff0000 at 20");
@@ -279,9 +284,7 @@ fn without_reply_redirects_the_policy_rules_alone_steer_replies() -> Result<()> 
     require_root()?;
     let mut rig = NatRig::new(Bins::from_env()?, 1)?;
     rig.start_ulvsd_with(&["--no-reply-redirect"])?;
-    let vip = vip_tcp().to_string();
-    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
-    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    nat_service_on_first_server(&rig)?;
     let (filters, qdiscs) = rig.bridge_tc()?;
     ensure!(
         filters.trim().is_empty() && !qdiscs.contains("clsact"),
@@ -296,13 +299,7 @@ fn a_killed_daemons_redirect_filters_are_removed_by_the_next_start() -> Result<(
     require_root()?;
     let mut rig = NatRig::new(Bins::from_env()?, 1)?;
     rig.start_ulvsd()?;
-    let vip = vip_tcp().to_string();
-    let add = |rig: &NatRig| -> Result<()> {
-        rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
-        rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
-        Ok(())
-    };
-    add(&rig)?;
+    nat_service_on_first_server(&rig)?;
     let proc = rig.ulvsd().context("ulvsd is running")?;
     proc.signal(libc::SIGKILL)?;
     integration::wait_until("ulvsd to die", Duration::from_secs(10), || {
@@ -321,7 +318,7 @@ fn a_killed_daemons_redirect_filters_are_removed_by_the_next_start() -> Result<(
         filters.trim().is_empty(),
         "the filters of the killed run are still there: {filters}"
     );
-    add(&rig)?;
+    nat_service_on_first_server(&rig)?;
     let replies = rig.tcp_probes(vip_tcp(), 5, Duration::from_secs(30))?;
     check_nat_replies(&replies, vip_tcp())?;
     ensure!(rig.redirected_packets()? >= 15);
@@ -339,9 +336,7 @@ fn sigterm_exits_cleanly_and_removes_routes_and_rules() -> Result<()> {
     // --configure-sysctls turned forwarding on and reverse-path filtering off.
     assert_eq!(rig.director.read_sysctl("net/ipv4/ip_forward")?, "1");
 
-    let vip = vip_tcp().to_string();
-    rig.ulvsadm(&["-A", "-t", &vip, "-s", "rr"])?;
-    rig.ulvsadm(&["-a", "-t", &vip, "-r", &rig.servers[0].tcp(), "-m"])?;
+    nat_service_on_first_server(&rig)?;
     let route = rig.director.ip(&["route", "get", &VIP.to_string()])?;
     ensure!(
         route.contains(&format!("dev {TUN_NAME}")),
