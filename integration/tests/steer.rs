@@ -2,6 +2,7 @@
 //! namespace of its own, it puts each packet on the queue its flow hash names.
 
 use std::net::{Ipv4Addr, UdpSocket};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,35 @@ fn wait_readable(queues: &[TunQueue]) -> Result<()> {
     Ok(())
 }
 
+/// Reads both queues until `want` IPv4 UDP datagrams to a port in `ports` have arrived (other
+/// packets are skipped), bounded to 5 s; returns each with the index of its queue.
+fn datagrams(queues: &[TunQueue], ports: Range<u16>, want: usize) -> Result<Vec<(usize, Vec<u8>)>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while got.len() < want {
+        ensure!(
+            Instant::now() < deadline,
+            "only {} of {want} datagrams reached the TUN's queues",
+            got.len()
+        );
+        wait_readable(queues)?;
+        for (q, queue) in queues.iter().enumerate() {
+            while let Ok(n) = queue.recv(&mut buf) {
+                let pkt = &buf[..n];
+                let ours = n >= 28
+                    && pkt[0] == 0x45
+                    && pkt[9] == 17
+                    && ports.contains(&u16::from_be_bytes([pkt[22], pkt[23]]));
+                if ours {
+                    got.push((q, pkt.to_vec()));
+                }
+            }
+        }
+    }
+    Ok(got)
+}
+
 /// Datagrams from unconnected sockets carry no flow hash, so the program mixes their addresses
 /// and ports ([`fallback_hash`]); the kernel's own selection would put about half of them
 /// elsewhere.
@@ -66,41 +96,20 @@ fn each_packet_lands_on_the_queue_of_its_flow_hash() -> Result<()> {
         Ok(())
     })??;
 
-    // Every datagram is in one of the queues already (the sends went through the TUN's
-    // transmit path synchronously); read both until they run dry, bounded in time.
-    let deadline = Instant::now() + Duration::from_secs(5);
     let mut seen = [0usize; 2];
-    let mut got = 0;
-    let mut buf = [0u8; 2048];
-    while got < usize::from(DATAGRAMS) {
+    for (q, pkt) in datagrams(
+        &queues,
+        FIRST_PORT..FIRST_PORT + DATAGRAMS,
+        usize::from(DATAGRAMS),
+    )? {
+        let hash = fallback_hash(&pkt).context("a whole datagram")?;
+        let want = usize::try_from(hash % 2)?;
         ensure!(
-            Instant::now() < deadline,
-            "only {got} of {DATAGRAMS} datagrams reached the TUN's queues"
+            q == want,
+            "datagram to port {} came on queue {q}, its hash {hash:#x} names queue {want}",
+            u16::from_be_bytes([pkt[22], pkt[23]])
         );
-        wait_readable(&queues)?;
-        for (q, queue) in queues.iter().enumerate() {
-            while let Ok(n) = queue.recv(&mut buf) {
-                let pkt = &buf[..n];
-                // Only our datagrams: IPv4, UDP, to one of our ports.
-                let ours = n >= 28
-                    && pkt[0] == 0x45
-                    && pkt[9] == 17
-                    && (FIRST_PORT..FIRST_PORT + DATAGRAMS)
-                        .contains(&u16::from_be_bytes([pkt[22], pkt[23]]));
-                if !ours {
-                    continue;
-                }
-                let hash = fallback_hash(pkt).context("a whole datagram")?;
-                let want = usize::try_from(hash % 2)?;
-                ensure!(
-                    q == want,
-                    "datagram to port {} came on queue {q}, its hash {hash:#x} names queue {want}",
-                    u16::from_be_bytes([pkt[22], pkt[23]])
-                );
-                seen[q] += 1;
-                got += 1;
-            }
-        }
+        seen[q] += 1;
     }
     ensure!(
         seen[0] > 0 && seen[1] > 0,
@@ -117,9 +126,9 @@ fn with_cpu_steering_each_packet_lands_on_the_queue_of_its_cpu() -> Result<()> {
     let cpus = std::thread::available_parallelism()?.get();
     ensure!(cpus >= 2, "needs two CPUs, has {cpus}");
     let (ns, _tun, queues) = steered_tun("steercpu", Steering::Cpu)?;
-    let mut buf = [0u8; 2048];
     for cpu in 0..2usize {
-        let port = FIRST_PORT + u16::try_from(cpu)?;
+        // Eight flows per CPU: the kernel's own selection would spread them over both queues.
+        let first = FIRST_PORT + 8 * u16::try_from(cpu)?;
         ns.run(|| -> Result<()> {
             // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity
             // only touch it and the calling thread (which ends with this closure).
@@ -133,28 +142,15 @@ fn with_cpu_steering_each_packet_lands_on_the_queue_of_its_cpu() -> Result<()> {
                     std::io::Error::last_os_error()
                 );
             }
-            let sock = UdpSocket::bind((Ipv4Addr::new(198, 18, 7, 1), 0))?;
-            for _ in 0..8 {
+            for port in first..first + 8 {
+                let sock = UdpSocket::bind((Ipv4Addr::new(198, 18, 7, 1), 0))?;
                 sock.send_to(b"steer", (Ipv4Addr::new(198, 18, 7, 2), port))?;
             }
             Ok(())
         })??;
         let mut per_queue = [0usize; 2];
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while per_queue.iter().sum::<usize>() < 8 {
-            ensure!(
-                Instant::now() < deadline,
-                "datagrams sent on CPU {cpu} that reached the queues: {per_queue:?}"
-            );
-            wait_readable(&queues)?;
-            for (q, queue) in queues.iter().enumerate() {
-                while let Ok(n) = queue.recv(&mut buf) {
-                    let pkt = &buf[..n];
-                    if n >= 28 && pkt[9] == 17 && u16::from_be_bytes([pkt[22], pkt[23]]) == port {
-                        per_queue[q] += 1;
-                    }
-                }
-            }
+        for (q, _) in datagrams(&queues, first..first + 8, 8)? {
+            per_queue[q] += 1;
         }
         let mut want = [0usize; 2];
         want[cpu % 2] = 8;
