@@ -74,22 +74,58 @@ pub fn tcp_once(target: SocketAddr, timeout: Duration) -> Result<Reply> {
     })
 }
 
-/// Sends one datagram from a fresh socket (so a fresh source port, a new connection for the
-/// balancer) to `target` and waits for the answer, resending up to `tries` times, each wait
-/// bounded by `timeout`. The reply's source address is what `recv_from` reports.
-pub fn udp_once(target: SocketAddr, timeout: Duration, tries: u32) -> Result<Reply> {
+/// A UDP client socket on an ephemeral port of the family of `target`, unconnected, so
+/// `recv_from` reports a reply's real source even when it is the wrong one (a connected socket
+/// would silently drop such a reply).
+fn udp_client_socket(target: SocketAddr) -> Result<UdpSocket> {
     let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
         "[::]:0".parse()?
     };
-    let sock = UdpSocket::bind(bind).context("bind UDP client socket")?;
+    UdpSocket::bind(bind).context("bind UDP client socket")
+}
+
+/// Sends one datagram from a fresh socket (so a fresh source port, a new connection for the
+/// balancer) to `target` and waits for the answer, resending up to `tries` times, each wait
+/// bounded by `timeout`. The reply's source address is what `recv_from` reports.
+pub fn udp_once(target: SocketAddr, timeout: Duration, tries: u32) -> Result<Reply> {
+    udp_exchange(&udp_client_socket(target)?, target, timeout, tries)
+}
+
+/// Sends `count` datagrams to `target` in a row, each from its own socket, as [`udp_once`] does;
+/// fails on the first unanswered one or when `overall` passes. Every socket stays open until
+/// the last probe is answered, so no two probes share a source port: the kernel picks ports at
+/// random and hands a closed socket's port out again, and a datagram on an earlier probe's
+/// 5-tuple belongs to that probe's connection on the balancer, not to a new one (a test
+/// counting rr picks would see one real server answer twice in a row).
+pub fn udp_many(
+    target: SocketAddr,
+    count: usize,
+    overall: Duration,
+    timeout: Duration,
+    tries: u32,
+) -> Result<Vec<Reply>> {
+    let mut open = Vec::with_capacity(count.min(MAX_PROBES));
+    many(count, overall, || {
+        let sock = udp_client_socket(target)?;
+        let reply = udp_exchange(&sock, target, timeout, tries)?;
+        open.push(sock);
+        Ok(reply)
+    })
+}
+
+/// One datagram from `sock` to `target` and its answer, resent up to `tries` times.
+fn udp_exchange(
+    sock: &UdpSocket,
+    target: SocketAddr,
+    timeout: Duration,
+    tries: u32,
+) -> Result<Reply> {
     sock.set_read_timeout(Some(timeout))?;
-    // The socket stays unconnected, so recv_from reports the reply's real source even when it
-    // is the wrong one (a connected socket would silently drop such a reply). The local IP is
-    // learnt from a throwaway connected socket.
+    // The local IP is learnt from a throwaway connected socket.
     let local_ip = {
-        let probe = UdpSocket::bind(bind)?;
+        let probe = udp_client_socket(target)?;
         probe.connect(target)?;
         probe.local_addr()?.ip()
     };
@@ -161,6 +197,48 @@ pub fn split(replies: &[Reply]) -> BTreeMap<String, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback greeter in a thread: answers each datagram as the test server does, and
+    /// stops after `MAX_PROBES` datagrams or 2 s without one.
+    fn loopback_greeter() -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let addr = sock.local_addr().unwrap();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            for _ in 0..MAX_PROBES {
+                let Ok((_, peer)) = sock.recv_from(&mut buf) else {
+                    return;
+                };
+                sock.send_to(format!("lo {peer}").as_bytes(), peer).unwrap();
+            }
+        });
+        (addr, thread)
+    }
+
+    #[test]
+    fn udp_many_never_reuses_a_source_port() {
+        // 1,000 sockets opened and closed one after another share a port about 17 times on
+        // Linux's 28,232 ephemeral ports; held open, none can.
+        let (target, greeter) = loopback_greeter();
+        let replies = udp_many(
+            target,
+            1000,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            3,
+        )
+        .unwrap();
+        greeter.join().unwrap();
+        let ports: std::collections::BTreeSet<u16> =
+            replies.iter().map(|r| r.local.port()).collect();
+        assert_eq!(ports.len(), 1000);
+        assert!(
+            replies
+                .iter()
+                .all(|r| r.seen_client == r.local && r.peer == target)
+        );
+    }
 
     #[test]
     fn greeting_parses_and_rejects_garbage() {

@@ -348,19 +348,16 @@ impl NatRig {
             .run(|| client::many(count, overall, || client::tcp_once(target, PROBE_TIMEOUT)))?
     }
 
-    /// Sends `count` UDP datagrams to `target` from the client namespace, each from a new source
-    /// port, each answered before the next is sent (up to 3 tries each).
+    /// Sends `count` UDP datagrams to `target` from the client namespace, each from its own
+    /// source port (no two alike), each answered before the next is sent (up to 3 tries each).
     pub fn udp_probes(
         &self,
         target: SocketAddr,
         count: usize,
         overall: Duration,
     ) -> Result<Vec<Reply>> {
-        self.client.run(|| {
-            client::many(count, overall, || {
-                client::udp_once(target, Duration::from_secs(1), 3)
-            })
-        })?
+        self.client
+            .run(|| client::udp_many(target, count, overall, Duration::from_secs(1), 3))?
     }
 
     /// What `tc` shows on the ingress of the real servers' bridge `br0` in the director: the

@@ -149,9 +149,13 @@ fn udp_dr_answers_come_from_the_vip() -> Result<()> {
     let rig = rig(1)?;
     rig.add_dr_service("-u")?;
     let replies = rig.client.run(|| {
-        integration::client::many(5, Duration::from_secs(20), || {
-            integration::client::udp_once(dr_vip(), Duration::from_secs(1), 5)
-        })
+        integration::client::udp_many(
+            dr_vip(),
+            5,
+            Duration::from_secs(20),
+            Duration::from_secs(1),
+            5,
+        )
     })??;
     ensure!(replies.len() == 5);
     for r in &replies {
@@ -233,9 +237,13 @@ fn udp6_dr_answers_come_from_the_vip() -> Result<()> {
         rig.ulvsadm(&["-a", "-u", &vip, "-r", &rs.addr6.to_string(), "-g"])?;
     }
     let replies = rig.client.run(|| {
-        integration::client::many(6, Duration::from_secs(20), || {
-            integration::client::udp_once(dr_vip6(), Duration::from_secs(1), 5)
-        })
+        integration::client::udp_many(
+            dr_vip6(),
+            6,
+            Duration::from_secs(20),
+            Duration::from_secs(1),
+            5,
+        )
     })??;
     ensure!(replies.len() == 6);
     for r in &replies {

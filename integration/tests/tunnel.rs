@@ -182,9 +182,13 @@ fn udp_case(kind: &str, fam: Families) -> Result<()> {
     let replies = rig
         .client
         .run(|| {
-            integration::client::many(6, Duration::from_secs(20), || {
-                integration::client::udp_once(vip, Duration::from_secs(1), 5)
-            })
+            integration::client::udp_many(
+                vip,
+                6,
+                Duration::from_secs(20),
+                Duration::from_secs(1),
+                5,
+            )
         })?
         .with_context(|| format!("{kind} {fam:?}\n{}", rig.logs()))?;
     ensure!(replies.len() == 6);
