@@ -61,22 +61,6 @@ pub struct DrServer {
     pub ns: Netns,
 }
 
-/// Creates a namespace whose interfaces skip duplicate address detection, link-local
-/// addresses included (the rigs' global addresses are added with `nodad` already). A host's
-/// link-local address stays tentative for a second or two after its link comes up, and Linux
-/// sends no neighbour solicitation for an off-interface source (a VIP on `lo`) until it has a
-/// usable link-local one: the first reply of a real server would wait for it.
-pub(crate) fn lan_host(role: &str) -> Result<Netns> {
-    let ns = Netns::new(role)?;
-    for k in [
-        "net/ipv6/conf/all/accept_dad",
-        "net/ipv6/conf/default/accept_dad",
-    ] {
-        ns.sysctl(k, "0")?;
-    }
-    Ok(ns)
-}
-
 /// Starts the test servers of one real server whose VIPs are on `lo`: TCP on `0.0.0.0:port`
 /// and UDP on `vip:port`, and, with `vip6`, TCP and UDP on `[vip6]:port` (bound to the VIPs
 /// so that UDP replies leave from the VIP; a wildcard socket would answer from the primary
@@ -143,7 +127,7 @@ impl DrRig {
             ))
             .tempdir()
             .context("create rig temp dir")?;
-        let client = lan_host("client")?;
+        let client = crate::netns::lan_host("client")?;
         let director = Netns::new("director")?;
         director.add_bridge("br0")?;
         director.add_addr("br0", LAN_DIRECTOR, 24)?;
@@ -164,7 +148,7 @@ impl DrRig {
         let mut servers = Vec::new();
         for i in 1..=n_servers {
             let name = format!("rs{i}");
-            let ns = lan_host(&name)?;
+            let ns = crate::netns::lan_host(&name)?;
             let addr = Ipv4Addr::new(198, 18, 1, 10 + u8::try_from(i)?);
             let addr6 = Ipv6Addr::new(0xfd00, 0x1b5, 0, 1, 0, 0, 0, 0x10 + u16::try_from(i)?);
             veth(&ns, "eth0", &director, &name)?;

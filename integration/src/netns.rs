@@ -251,3 +251,20 @@ fn check_ifname(name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Creates a namespace whose interfaces skip duplicate address detection, link-local
+/// addresses included (the rigs' global addresses are added with `nodad` already). A host's
+/// link-local address stays tentative for a second or two after its link comes up, and Linux
+/// sends no neighbour solicitation for an off-interface source (a VIP on `lo`, a FULLNAT local
+/// address routed into the TUN) until it has a usable link-local one: the first packet to or
+/// from a real server would wait for it, and the client would resend.
+pub(crate) fn lan_host(role: &str) -> Result<Netns> {
+    let ns = Netns::new(role)?;
+    for k in [
+        "net/ipv6/conf/all/accept_dad",
+        "net/ipv6/conf/default/accept_dad",
+    ] {
+        ns.sysctl(k, "0")?;
+    }
+    Ok(ns)
+}

@@ -179,8 +179,8 @@ impl NatRig {
         );
         let dir = crate::cleanup::rig_temp_dir()?;
 
-        let client = Netns::new("client")?;
-        let director = Netns::new("director")?;
+        let client = crate::netns::lan_host("client")?;
+        let director = crate::netns::lan_host("director")?;
         veth(&client, "eth0", &director, "cl0")?;
         client.add_addr("eth0", CLIENT_ADDR, 24)?;
         client.default_route(DIRECTOR_CLIENT_ADDR)?;
@@ -191,7 +191,7 @@ impl NatRig {
         let mut servers = Vec::with_capacity(n_servers);
         for i in 1..=n_servers {
             let name = format!("rs{i}");
-            let ns = Netns::new(&name)?;
+            let ns = crate::netns::lan_host(&name)?;
             let addr = Ipv4Addr::new(198, 18, 1, 10 + u8::try_from(i)?);
             veth(&ns, "eth0", &director, &name)?;
             director.enslave(&name, "br0")?;

@@ -329,6 +329,10 @@ fn a_killed_daemons_redirect_filters_are_removed_by_the_next_start() -> Result<(
 fn sigterm_exits_cleanly_and_removes_routes_and_rules() -> Result<()> {
     require_root()?;
     let mut rig = NatRig::new(Bins::from_env()?, 1)?;
+    // IPv6 forwarding (which --configure-sysctls turns on and leaves on, as a sysctl file would)
+    // makes the kernel add a subnet-router anycast route per interface: on before the snapshot,
+    // so that only what ulvsd itself adds and removes can differ.
+    rig.director.sysctl("net/ipv6/conf/all/forwarding", "1")?;
     let rules_before = rig.director.ip(&["rule", "show"])?;
     let routes_before = rig.director.ip(&["route", "show", "table", "all"])?;
     let tc_before = rig.bridge_tc()?;
