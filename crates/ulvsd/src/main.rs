@@ -256,9 +256,9 @@ const QUEUES_PER_CPU: u16 = 3;
 /// runs, two at a time, alternating), 2 queues made 12.6-13.5k connections/s at 143-149 us of
 /// machine CPU per connection, 4 queues 13.5-14.2k at 137-144 us, 6 queues 14.6-14.9k at 134-137
 /// us, 8 queues 14.5k; context switches per connection fell from 3.8 to 2.2 and interrupts
-/// (wake-up IPIs) from 0.7 to 0.3: with several workers per CPU, the one a packet is steered to
-/// is more often woken on the CPU that routed the packet. Streams and 64-byte UDP did not lose
-/// (README, Performance).
+/// (mostly wake-up IPIs) from 0.7 to 0.3, likely because with several workers per CPU the one a
+/// packet is steered to is more often woken on the CPU that routed the packet. Streams and
+/// 64-byte UDP did not lose (README, Performance).
 fn default_queues(cpus: usize, steering: SteeringArg) -> u16 {
     let cpus = u16::try_from(cpus).unwrap_or(MAX_QUEUES).max(1);
     let per_cpu = match steering {
