@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::netns::{Netns, veth};
+use crate::netns::{Netns, lan_host, veth};
 use crate::process::Spawned;
 use crate::{Bins, spawn_ulvsd, start_testserver};
 
@@ -127,7 +127,7 @@ impl DrRig {
             ))
             .tempdir()
             .context("create rig temp dir")?;
-        let client = crate::netns::lan_host("client")?;
+        let client = lan_host("client")?;
         let director = Netns::new("director")?;
         director.add_bridge("br0")?;
         director.add_addr("br0", LAN_DIRECTOR, 24)?;
@@ -148,7 +148,7 @@ impl DrRig {
         let mut servers = Vec::new();
         for i in 1..=n_servers {
             let name = format!("rs{i}");
-            let ns = crate::netns::lan_host(&name)?;
+            let ns = lan_host(&name)?;
             let addr = Ipv4Addr::new(198, 18, 1, 10 + u8::try_from(i)?);
             let addr6 = Ipv6Addr::new(0xfd00, 0x1b5, 0, 1, 0, 0, 0, 0x10 + u16::try_from(i)?);
             veth(&ns, "eth0", &director, &name)?;

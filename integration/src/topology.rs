@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use crate::client::{self, Reply};
-use crate::netns::{Netns, veth};
+use crate::netns::{Netns, lan_host, veth};
 use crate::process::Spawned;
 use crate::{Bins, start_testserver, wait_until};
 
@@ -179,8 +179,8 @@ impl NatRig {
         );
         let dir = crate::cleanup::rig_temp_dir()?;
 
-        let client = crate::netns::lan_host("client")?;
-        let director = crate::netns::lan_host("director")?;
+        let client = lan_host("client")?;
+        let director = lan_host("director")?;
         veth(&client, "eth0", &director, "cl0")?;
         client.add_addr("eth0", CLIENT_ADDR, 24)?;
         client.default_route(DIRECTOR_CLIENT_ADDR)?;
@@ -191,7 +191,7 @@ impl NatRig {
         let mut servers = Vec::with_capacity(n_servers);
         for i in 1..=n_servers {
             let name = format!("rs{i}");
-            let ns = crate::netns::lan_host(&name)?;
+            let ns = lan_host(&name)?;
             let addr = Ipv4Addr::new(198, 18, 1, 10 + u8::try_from(i)?);
             veth(&ns, "eth0", &director, &name)?;
             director.enslave(&name, "br0")?;

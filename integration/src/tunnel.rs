@@ -33,8 +33,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use crate::dr::start_vip_testservers;
-use crate::netns::lan_host;
-use crate::netns::{Netns, veth};
+use crate::netns::{Netns, lan_host, veth};
 use crate::process::Spawned;
 use crate::{Bins, spawn_ulvsd, wait_until};
 
